@@ -1,0 +1,463 @@
+"""The engine: images and containers, from create to remove, in one process.
+
+The CLI (and later the daemon) drives this class. Every method that changes
+the store leaves it consistent if the process dies at any point: the
+reconciler (``reconcile.py``) finishes or undoes what a crash interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from sandbox import config
+from sandbox.engine import names, reconcile
+from sandbox.engine.running import OutputListener, Running
+from sandbox.errors import (
+    Conflict,
+    ContainerNotRunning,
+    ContainerRunning,
+    InvalidArgument,
+    RuntimeFailure,
+)
+from sandbox.runtime import cgroups
+from sandbox.runtime.cgroups import Limits
+from sandbox.runtime.spawn import spawn
+from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
+from sandbox.store import Store, atomic
+from sandbox.store.containers import CREATED, EXITED, RUNNING, ContainerRecord, check_name
+from sandbox.store.images import Image, new_config, rfc3339
+from sandbox.store.locks import locked
+
+BASE_REF = "base:latest"
+# overlayfs takes up to 500 lowers, Docker stops at 125; squash before that so
+# a notebook of hundreds of cells keeps running. SQUASH_TO is what remains.
+MAX_DEPTH = 120
+SQUASH_TO = 20
+
+
+class Engine:
+    """Images and containers in one store.
+
+    Args:
+        root: the store root; None means ``SANDBOX_ROOT`` or the default.
+        driver: the cgroup driver; None detects this host's.
+    """
+
+    def __init__(self, root: Path | None = None, *, driver: cgroups.CgroupDriver | None = None,
+                 reconcile_now: bool = True) -> None:  # fmt: skip
+        self.store = Store(root or config.store_root())
+        self._driver = driver
+        self.running: dict[str, Running] = {}
+        if reconcile_now:
+            self.reconcile()
+
+    @property
+    def driver(self) -> cgroups.CgroupDriver:
+        if self._driver is None:
+            self._driver = cgroups.detect_driver()
+        return self._driver
+
+    def reconcile(self) -> list[str]:
+        """Clean up what crashed runs left behind; returns what was done."""
+        return reconcile.reconcile(self.store, self.driver)
+
+    # -- images ----------------------------------------------------------------
+
+    def ensure_base(self) -> Image:
+        """The default image, built from this host's tools on first use."""
+        try:
+            return self.store.images.resolve(BASE_REF)
+        except Exception:  # noqa: BLE001 - any failure to find it means: build it
+            return self.build_base()
+
+    def build_base(self) -> Image:
+        """(Re)build the default image ``base`` from this host's shell tools.
+
+        Holds the store lock while building, so two processes never build it
+        twice; the layer is staged in the store's tmp dir and renamed in.
+        """
+        from sandbox.store import base_image
+
+        with locked(self.store.root / "base.lock"):
+            staging = self.store.tempdir("base-")
+            rootfs = staging / "rootfs"
+            rootfs.mkdir()
+            try:
+                info = base_image.populate_rootfs(rootfs)
+                layer = self.store.layers.add(rootfs, created_by=info.describe(),
+                                              size=info.size_bytes, files=info.files)  # fmt: skip
+            finally:
+                import shutil
+
+                shutil.rmtree(staging, ignore_errors=True)
+            cfg = new_config(
+                env=[f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8", "TERM=xterm"],
+                cmd=["bash"],
+                history=[{"created": rfc3339(), "created_by": info.describe()}],
+            )
+            return self.store.images.add([layer.id], cfg, tag=BASE_REF)
+
+    def image(self, ref: str) -> Image:
+        """Find an image; the default image is built when first asked for."""
+        try:
+            return self.store.images.resolve(ref)
+        except Exception:
+            if ref in ("base", BASE_REF):
+                return self.ensure_base()
+            raise
+
+    def remove_image(self, ref: str, *, force: bool = False) -> list[dict[str, str]]:
+        """Untag an image, and delete it and its unused layers once untagged.
+
+        Returns Docker's list of ``{"Untagged": ...}`` / ``{"Deleted": ...}``.
+
+        Raises:
+            Conflict: a container still uses it (unless ``force``).
+        """
+        image = self.store.images.resolve(ref)
+        users = [c for c in self.store.containers.list() if c.image_id == image.id]
+        if users and not force:
+            raise Conflict(
+                f"unable to remove image {ref}: container {users[0].short_id} uses it; "
+                "remove the container first (`sandbox rm`), or use --force"
+            )
+        result: list[dict[str, str]] = []
+        tags = image.tags
+        untag = [t for t in tags if t == _normal(ref)] or tags
+        for tag in untag:
+            self.store.images.untag(tag)
+            result.append({"Untagged": tag})
+        if len(untag) == len(tags):
+            self.store.images.delete(image.id)
+            result.append({"Deleted": f"sha256:{image.id}"})
+            self.collect_layers()
+        return result
+
+    def collect_layers(self) -> list[str]:
+        """Delete layers no image and no container refers to."""
+        with locked(self.store.lock_path):
+            used: set[str] = set()
+            for image_id in self.store.images.ids():
+                used.update(self.store.images.load(image_id).layers)
+            for record in self.store.containers.list():
+                used.update(record.layers)
+                used.update(record.committed_layers)
+            removed = [i for i in self.store.layers.ids() if i not in used]
+            for layer_id in removed:
+                self.store.layers.remove(layer_id)
+        return removed
+
+    # -- containers --------------------------------------------------------------
+
+    def create(
+        self,
+        image: str,
+        cmd: list[str] | None = None,
+        *,
+        name: str | None = None,
+        env: list[str] | None = None,
+        workdir: str | None = None,
+        hostname: str | None = None,
+        tty: bool = False,
+        open_stdin: bool = False,
+        limits: Limits | None = None,
+        auto_remove: bool = False,
+        owner: int = 0,
+    ) -> ContainerRecord:
+        """Create a container (not started) from an image.
+
+        Raises:
+            ImageNotFound, InvalidArgument, Conflict: with a message naming
+                what to change; nothing is created then.
+        """
+        img = self.image(image)
+        img_cfg = img.config.get("config", {})
+        command = list(cmd) if cmd else list(img_cfg.get("Cmd") or [])
+        if not command:
+            raise InvalidArgument(f"no command given and image {image} has no default command")
+        for item in env or []:
+            if "=" not in item or item.startswith("="):
+                raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
+        if workdir is not None and not workdir.startswith("/"):
+            raise InvalidArgument(f"invalid working directory {workdir!r}: use an absolute path")
+        cid = os.urandom(32).hex()
+        record = ContainerRecord(
+            id=cid,
+            name=check_name(name) if name else names.generate(cid),
+            image_id=img.id,
+            image=image,
+            layers=list(img.layers),
+            cmd=command,
+            env=_merge_env(img_cfg.get("Env") or [], env or [], tty),
+            workdir=workdir or img_cfg.get("WorkingDir") or "/",
+            hostname=hostname or cid[:12],
+            tty=tty,
+            open_stdin=open_stdin,
+            limits=(limits or Limits()).to_json(),
+            auto_remove=auto_remove,
+            owner=owner,
+        )
+        if hostname is not None:
+            _check_hostname(hostname)
+        return self.store.containers.create(record)
+
+    def start(self, ref: str, *, listener: OutputListener | None = None) -> Running:
+        """Start a created (or exited) container; returns its pump.
+
+        Must be called from within a running event loop.
+
+        Raises:
+            ContainerRunning: it is already running.
+            LimitUnsupported: a limit this host cannot enforce.
+            CommandNotFound, RuntimeFailure: the process could not start; the
+                container is marked exited with the reason.
+        """
+        record = self.store.containers.find(ref)
+        if record.state == RUNNING:
+            raise Conflict(f"container {record.name} is already running")
+        path = self.store.containers.path(record.id)
+        cgroup = self.driver.create(record.id, Limits.from_json(record.limits))
+        try:
+            _write_etc_files(path, record.hostname)
+            lowers = list(reversed(record.layers + record.committed_layers))
+            root = RootfsSpec(
+                layers_dir=str(self.store.layers.dir),
+                lowers=lowers,
+                upper=str(path / "upper"),
+                work=str(path / "work"),
+                merged=str(path / "merged"),
+                binds={"/etc/hostname": str(path / "hostname"), "/etc/hosts": str(path / "hosts")},
+                readonly_dev=self.driver.version == 2,
+            )
+            proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir,
+                               hostname=record.hostname, tty=record.tty)  # fmt: skip
+            spawned = spawn(root, proc, join_files=cgroup.join_files(),
+                            open_stdin=record.open_stdin)  # fmt: skip
+        except RuntimeFailure as exc:
+            cgroup.remove()
+            record.state, record.exit_code = EXITED, 127 if exc.step == "exec" else 125
+            record.error, record.finished_at = str(exc), time.time()
+            self._finish(record)
+            raise
+        except BaseException:
+            cgroup.remove()
+            raise
+        # The marker first: if this process dies from here on, the reconciler
+        # finds the container through it.
+        marker = self.store.running_dir / record.id
+        atomic.write_bytes(marker, f"{os.getpid()} {reconcile.process_start(os.getpid())}".encode())
+        record.state, record.pid, record.started_at = RUNNING, spawned.pid, time.time()
+        record.pid_start = reconcile.process_start(spawned.pid)
+        record.monitor_pid, record.error = os.getpid(), ""
+        record.exit_code, record.oom_killed, record.pids_limit_hit = 0, False, False
+        self.store.containers.save(record)
+        running = Running(spawned, str(path / "log.jsonl"), asyncio.get_running_loop())
+        if listener is not None:
+            running.listeners.append(listener)
+        self.running[record.id] = running
+        running.on_exit(lambda status: self._exited(record, cgroup, status))
+        return running
+
+    def _exited(self, record: ContainerRecord, cgroup: cgroups.Cgroup, status: int) -> None:
+        """Bookkeeping once the init is reaped: limits hit, cgroup removed, state saved."""
+        stats = cgroup.stats()
+        cgroup.remove()
+        record.state, record.exit_code, record.finished_at = EXITED, status, time.time()
+        record.oom_killed = stats.oom_kills > 0
+        record.pids_limit_hit = stats.pids_limit_hits > 0
+        limits = Limits.from_json(record.limits)
+        if record.oom_killed:
+            record.error = (
+                f"out of memory: the container reached its memory limit "
+                f"({_mib(limits.memory)}, --memory) and the kernel killed it"
+            )
+        elif record.pids_limit_hit:
+            record.error = (
+                f"process limit reached: the container tried to run more than "
+                f"{limits.pids} processes (--pids-limit), so new ones could not start"
+            )
+        self.running.pop(record.id, None)
+        self._finish(record)
+
+    def _finish(self, record: ContainerRecord) -> None:
+        if record.auto_remove:
+            self.store.containers.delete(record)
+        else:
+            self.store.containers.save(record)
+        (self.store.running_dir / record.id).unlink(missing_ok=True)
+
+    async def wait(self, ref: str) -> ContainerRecord:
+        """Wait until the container has exited; returns its final record.
+
+        Works for containers this process runs and for ones another process
+        runs (by polling its pidfd, then its saved state).
+        """
+        record = self.store.containers.find(ref)
+        running = self.running.get(record.id)
+        if running is not None:
+            await asyncio.shield(running.exited)
+            return record
+        if record.state == RUNNING:
+            await reconcile.wait_exit(record)
+            for _ in range(500):  # the process running it writes the state next
+                try:
+                    record = self.store.containers.load(record.id)
+                except Exception:  # noqa: BLE001 - auto-removed meanwhile
+                    return record
+                if record.state != RUNNING:
+                    break
+                self.reconcile()
+                await asyncio.sleep(0.01)
+        return record
+
+    def kill(self, ref: str, sig: int = signal.SIGKILL) -> ContainerRecord:
+        """Send a signal to the container's init (which forwards it to the command).
+
+        Raises:
+            ContainerNotRunning: it is not running.
+        """
+        record = self.store.containers.find(ref)
+        if record.state != RUNNING or not reconcile.same_process(record.pid, record.pid_start):
+            raise ContainerNotRunning(record.name)
+        os.kill(record.pid, sig)
+        return record
+
+    def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
+        """Remove a container and its upper layer.
+
+        Raises:
+            ContainerRunning: it runs and ``force`` is False.
+        """
+        record = self.store.containers.find(ref)
+        if record.state == RUNNING:
+            if not force:
+                raise ContainerRunning(record.name, "remove")
+            if reconcile.same_process(record.pid, record.pid_start):
+                os.kill(record.pid, signal.SIGKILL)
+            record.auto_remove = True
+            self.store.containers.save(record)
+            if record.id not in self.running:
+                self.reconcile()
+            return record
+        self.store.containers.delete(record)
+        return record
+
+    # -- copy-on-write -------------------------------------------------------------
+
+    def diff(self, ref: str) -> list[Any]:
+        """What the container changed, read from its upper directory."""
+        from sandbox.store.changes import scan_changes
+
+        record = self.store.containers.find(ref)
+        layers = record.layers + record.committed_layers
+        lowers = [self.store.layers.path(i) for i in reversed(layers)]
+        return scan_changes(self.store.containers.path(record.id) / "upper", lowers)
+
+    def commit(self, ref: str, repo_tag: str | None = None, *, message: str = "",
+               author: str = "", created_by: str | None = None, owner: int = 0) -> Image:  # fmt: skip
+        """Turn the container's changes into a new image (by renaming its upper dir).
+
+        A container that changed nothing gives an image with one more
+        ``empty_layer`` history entry and no new layer.
+
+        Raises:
+            ContainerRunning: stop the container first.
+        """
+        from sandbox.store.changes import layer_usage
+
+        record = self.store.containers.find(ref)
+        if record.state == RUNNING:
+            raise ContainerRunning(record.name, "commit")
+        base = self.store.images.load(record.image_id)
+        upper = self.store.containers.path(record.id) / "upper"
+        entry: dict[str, Any] = {"created": rfc3339(),
+                                 "created_by": created_by or shlex.join(record.cmd)}  # fmt: skip
+        if author:
+            entry["author"] = author
+        if message:
+            entry["comment"] = message
+        if any(os.scandir(upper)):
+            size, files = layer_usage(upper)
+            layer = self.store.layers.add(upper, created_by=entry["created_by"], size=size,
+                                          files=files)  # fmt: skip
+            upper.mkdir()
+            record.committed_layers.append(layer.id)
+            self.store.containers.save(record)
+        else:
+            entry["empty_layer"] = True
+        layers = record.layers + record.committed_layers
+        cfg = dict(base.config)
+        cfg["created"] = entry["created"]
+        cfg["history"] = [*base.history, entry]
+        cfg["config"] = dict(cfg.get("config", {}))
+        if len(layers) > MAX_DEPTH:
+            layers = self._squash(layers)
+        return self.store.images.add(layers, cfg, owner=owner, tag=repo_tag)
+
+    def _squash(self, layers: list[str]) -> list[str]:
+        """Flatten the oldest layers into one, keeping the newest SQUASH_TO - 1."""
+        from sandbox.store.squash import flatten
+
+        keep = SQUASH_TO - 1
+        old, new = layers[:-keep], layers[-keep:]
+        staging = self.store.tempdir("squash-")
+        try:
+            dest = staging / "layer"
+            flatten([self.store.layers.path(i) for i in reversed(old)], dest)
+            from sandbox.store.changes import layer_usage
+
+            size, files = layer_usage(dest)
+            flat = self.store.layers.add(dest, created_by=f"sandbox: {len(old)} layers squashed",
+                                         size=size, files=files)  # fmt: skip
+        finally:
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
+        return [flat.id, *new]
+
+
+def _merge_env(image_env: list[str], extra: list[str], tty: bool) -> list[str]:
+    """The image's environment, then Docker's defaults, then the user's ``-e``."""
+    env = dict(item.partition("=")[::2] for item in image_env)
+    if not tty:
+        env.pop("TERM", None)  # no terminal: programs must not emit escape codes
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", "/root")
+    env.update(item.partition("=")[::2] for item in extra)
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _check_hostname(hostname: str) -> None:
+    if not hostname or len(hostname) > 63 or not all(c.isalnum() or c in "-." for c in hostname):
+        raise InvalidArgument(
+            f"invalid hostname {hostname!r}: use up to 63 letters, digits, - or ."
+        )
+
+
+def _write_etc_files(path: Path, hostname: str) -> None:
+    """The files bound over /etc/hostname and /etc/hosts."""
+    (path / "hostname").write_text(hostname + "\n")
+    (path / "hosts").write_text(
+        f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
+
+
+def _mib(n: int | None) -> str:
+    if not n:
+        return "unlimited"
+    return f"{n / 1024**2:g} MiB"
+
+
+def _normal(ref: str) -> str:
+    from sandbox.store.references import parse
+
+    try:
+        return str(parse(ref))
+    except InvalidArgument:
+        return ref

@@ -1,0 +1,304 @@
+"""Start a container's first process: clone into new namespaces, set up, exec the init.
+
+The engine process is warm: it clones itself (no new Python interpreter), and
+the child runs the rootfs recipe in Python, then execs a static init (tini,
+which Docker also uses for ``--init``) from a sealed in-memory copy. After that
+exec no host Python and no host binary path remains inside the container:
+``/proc/1/exe`` is a sealed memfd, so writing to it (CVE-2019-5736) fails.
+
+Parent and child talk over two pipes:
+
+- the error pipe (close-on-exec): the child writes one JSON object naming the
+  failed step and exits; end-of-file with no data means the exec succeeded;
+- for ``tty`` containers, a socket pair on which the child sends the master
+  side of a pseudo-terminal it opened from the container's own devpts, so
+  ``tty`` and ``ps`` inside show a real /dev/pts/N (runc's console socket).
+"""
+
+from __future__ import annotations
+
+import errno as errno_mod
+import fcntl
+import json
+import os
+import signal
+import socket
+import threading
+import traceback
+from dataclasses import dataclass
+from functools import cache
+
+from sandbox.errors import CommandNotFound, RuntimeFailure
+from sandbox.runtime import capabilities, rootfs
+from sandbox.runtime import syscalls as sc
+from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
+
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET | sc.CLONE_NEWPID
+INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/local/bin/tini-static", "/sbin/tini-static")
+TIOCGPTPEER = 0x5441
+TIOCSCTTY = 0x540E
+EXIT_SETUP_FAILED = 125
+
+
+@dataclass
+class Spawned:
+    """A started container process, as the parent sees it.
+
+    Attributes:
+        pid: host PID of the container's PID 1 (the init).
+        pidfd: a pidfd for it (poll it to learn when it exits).
+        stdin: write end of its stdin, when stdin was asked for (non-tty).
+        stdout: read end of its stdout (non-tty).
+        stderr: read end of its stderr (non-tty).
+        pty: the master side of its terminal (tty containers).
+    """
+
+    pid: int
+    pidfd: int
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+    pty: int | None = None
+
+    def close(self) -> None:
+        """Close every fd the parent holds (idempotent)."""
+        for name in ("stdin", "stdout", "stderr", "pty", "pidfd"):
+            fd = getattr(self, name)
+            if fd is not None and fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+                setattr(self, name, None if name != "pidfd" else -1)
+
+
+@cache
+def init_memfd() -> int:
+    """A sealed in-memory copy of the static init, made once per process.
+
+    Raises:
+        RuntimeFailure: no static tini on this host.
+    """
+    override = os.environ.get("SANDBOX_INIT")
+    candidates = (override,) if override else INIT_CANDIDATES
+    for path in candidates:
+        if path and os.path.isfile(path):
+            break
+    else:
+        raise RuntimeFailure(
+            "the container init `tini-static` was not found: install it with "
+            "`apt-get install tini`, or run the README's set-up command",
+            step="find init",
+        )
+    fd = os.memfd_create("sandbox-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    with open(path, "rb") as src:
+        data = src.read()
+    os.write(fd, data)
+    fcntl.fcntl(
+        fd,
+        fcntl.F_ADD_SEALS,
+        fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE,
+    )
+    return fd
+
+
+def spawn(
+    root: RootfsSpec,
+    proc: ProcessSpec,
+    *,
+    join_files: list[str],
+    open_stdin: bool = False,
+) -> Spawned:
+    """Clone a container process and wait until it has exec'd its init.
+
+    Args:
+        root: the root filesystem to build.
+        proc: the command, environment, working directory and terminal.
+        join_files: cgroup.procs files the child joins before anything else.
+        open_stdin: give a non-tty container a stdin pipe (else /dev/null).
+
+    Raises:
+        CommandNotFound: the command is not on the container's PATH (the
+            child has exited with status 127 and been reaped).
+        RuntimeFailure: a setup step failed; the message names it.
+    """
+    if threading.active_count() != 1:  # [should never happen] see syscalls.clone
+        raise RuntimeFailure("containers must be started from a single-threaded process")
+    init_fd = init_memfd()
+    keep = capabilities.mask(capabilities.DEFAULT_CAPS)
+    caps = (keep, capabilities.to_drop(keep))
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    ends: dict[str, tuple[int, int]] = {}
+    console: tuple[socket.socket, socket.socket] | None = None
+    if proc.tty:
+        console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        ends["stdout"] = os.pipe2(os.O_CLOEXEC)
+        ends["stderr"] = os.pipe2(os.O_CLOEXEC)
+        if open_stdin:
+            ends["stdin"] = os.pipe2(os.O_CLOEXEC)
+
+    pid = sc.clone(NAMESPACES | signal.SIGCHLD)
+    if pid == 0:  # the child: never return into the caller's frames
+        code = EXIT_SETUP_FAILED
+        try:
+            os.close(err_r)
+            stdio = _child_stdio(ends)
+            _child(root, proc, join_files, stdio, console[1] if console else None, init_fd, caps)
+        except CommandNotFound as exc:
+            code = 127
+            _report(err_w, "exec", errno_mod.ENOENT, str(exc), not_found=True)
+        except rootfs.StepFailed as exc:
+            _report(err_w, exc.step, exc.errno, exc.detail)
+        except BaseException as exc:  # noqa: BLE001 - anything must reach the parent
+            if os.environ.get("SANDBOX_DEBUG"):
+                exc = Exception(traceback.format_exc())
+            _report(err_w, "start container process", getattr(exc, "errno", 0) or 0, str(exc))
+        finally:
+            os._exit(code)
+
+    os.close(err_w)
+    started = Spawned(pid=pid, pidfd=os.pidfd_open(pid))
+    for name, (r, w) in ends.items():
+        if name == "stdin":
+            os.close(r)
+            started.stdin = w
+        else:
+            os.close(w)
+            setattr(started, name, r)
+    try:
+        if console is not None:
+            console[1].close()
+            started.pty = _receive_pty(console[0])
+        _wait_exec(err_r, started)
+    finally:
+        os.close(err_r)
+        if console is not None:
+            console[0].close()
+    return started
+
+
+def _child_stdio(ends: dict[str, tuple[int, int]]) -> tuple[int, int, int] | None:
+    """The child's ends of the pipes as (stdin, stdout, stderr); None for a tty."""
+    if "stdout" not in ends:
+        return None
+    stdin = ends["stdin"][0] if "stdin" in ends else os.open("/dev/null", os.O_RDONLY)
+    return stdin, ends["stdout"][1], ends["stderr"][1]
+
+
+def _child(
+    root: RootfsSpec,
+    proc: ProcessSpec,
+    join_files: list[str],
+    stdio: tuple[int, int, int] | None,
+    console: socket.socket | None,
+    init_fd: int,
+    caps: tuple[int, tuple[int, ...]],
+) -> None:
+    """The container's first process: set up, then exec the init. Never returns.
+
+    Everything it needs was computed by the parent: every Python object the
+    child touches costs a copy-on-write page fault here.
+    """
+    # Python's handlers must not run here (they would write to the engine's
+    # wakeup fd); the mask is lifted just before exec.
+    signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    # If the engine dies, so does the container: nothing runs unwatched.
+    sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    os.setsid()
+    if stdio is not None:
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+    # Join the cgroup before anything else, so every later allocation is counted
+    # and limited; then hide the host's cgroup paths.
+    for path in join_files:
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, b"0")
+        os.close(fd)
+    sc.unshare(sc.CLONE_NEWCGROUP)
+    rootfs.prepare(root)
+    if console is not None:
+        _child_tty(console)
+    sc.sethostname(proc.hostname)
+    rootfs.enter_workdir(proc.cwd)
+    _check_command(proc)
+    sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    capabilities.limit_to(*caps)
+    # No host fd may leak in (CVE-2024-21626): everything above 2 closes at exec.
+    sc.close_range_cloexec(3)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    os.execve(init_fd, ["tini", "--", *proc.argv], _env_dict(proc.env))
+
+
+def _child_tty(console: socket.socket) -> None:
+    """Open a terminal from the container's devpts, send the master to the parent."""
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    os.set_blocking(master, True)
+    fcntl.ioctl(master, 0x40045431, b"\0\0\0\0")  # TIOCSPTLCK: unlock the slave
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)
+    socket.send_fds(console, [b"pty"], [master])
+    os.close(master)
+    console.close()
+    fcntl.ioctl(slave, TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+
+
+def _check_command(proc: ProcessSpec) -> None:
+    """Fail early and clearly when the command does not exist in the container."""
+    if not proc.argv:
+        raise CommandNotFound("no command given", step="exec")
+    cmd = proc.argv[0]
+    if "/" in cmd:
+        if not os.path.exists(cmd):
+            raise CommandNotFound(f"{cmd}: no such file or directory", step="exec")
+        return
+    for directory in proc.env_value("PATH", DEFAULT_PATH).split(":"):
+        candidate = os.path.join(directory or ".", cmd)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return
+    raise CommandNotFound(f"{cmd}: command not found", step="exec")
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in env:
+        key, _, value = item.partition("=")
+        result[key] = value
+    return result
+
+
+def _report(fd: int, step: str, err: int, message: str, *, not_found: bool = False) -> None:
+    data = json.dumps({"step": step, "errno": err, "message": message, "not_found": not_found})
+    try:
+        os.write(fd, data.encode())
+    except OSError:
+        pass
+
+
+def _receive_pty(sock: socket.socket) -> int | None:
+    """The pty master the child sends; None if the child failed before."""
+    _msg, fds, _flags, _addr = socket.recv_fds(sock, 16, 1)
+    return fds[0] if fds else None
+
+
+def _wait_exec(err_r: int, started: Spawned) -> None:
+    """Block until the child has exec'd (EOF) or reported a failure."""
+    chunks = []
+    while chunk := os.read(err_r, 65536):
+        chunks.append(chunk)
+    if not chunks:
+        return
+    os.waitpid(started.pid, 0)
+    started.close()
+    report = json.loads(b"".join(chunks))
+    if report.get("not_found"):
+        raise CommandNotFound(report["message"], step="exec", errno=report["errno"])
+    raise RuntimeFailure(
+        f"cannot start container: {report['step']}: {report['message']}",
+        step=report["step"],
+        errno=report["errno"],
+    )

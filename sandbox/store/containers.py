@@ -1,0 +1,185 @@
+"""Containers on disk: state, upper and work directories, log.
+
+``<root>/containers/<id>/`` holds ``state.json`` (the record below),
+``upper/`` and ``work/`` (overlayfs' writable layer and work dir),
+``merged/`` (the mount point, only ever mounted inside the container's own
+mount namespace), ``log.jsonl`` (Docker's json-file format), and the files
+bound over /etc/hostname and /etc/hosts. ``state.json`` is replaced atomically
+on every change; the directory is created under a temporary name and renamed,
+so a half-made container never appears.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandbox.errors import Conflict, ContainerNotFound, InvalidArgument
+from sandbox.store import atomic
+
+CREATED, RUNNING, EXITED = "created", "running", "exited"
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+@dataclass
+class ContainerRecord:
+    """Everything the store knows of one container."""
+
+    id: str
+    name: str
+    image_id: str
+    image: str
+    layers: list[str]
+    cmd: list[str]
+    env: list[str]
+    workdir: str = "/"
+    hostname: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    limits: dict[str, Any] = field(default_factory=dict)
+    auto_remove: bool = False
+    owner: int = 0
+    state: str = CREATED
+    pid: int = 0
+    pid_start: int = 0
+    monitor_pid: int = 0
+    exit_code: int = 0
+    oom_killed: bool = False
+    pids_limit_hit: bool = False
+    error: str = ""
+    created: float = field(default_factory=time.time)
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    committed_layers: list[str] = field(default_factory=list)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def running(self) -> bool:
+        return self.state == RUNNING
+
+
+def check_name(name: str) -> str:
+    """Check a container name (Docker's rule: ``[a-zA-Z0-9][a-zA-Z0-9_.-]+``)."""
+    if not name or not name[0].isalnum() or not set(name) <= _NAME_CHARS or len(name) > 128:
+        raise InvalidArgument(
+            f"invalid container name {name!r}: use letters, digits, _ . or -, "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+class ContainerStore:
+    """The containers under ``<root>/containers``."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "containers"
+        self.names = root / "names"
+
+    def _claim_name(self, name: str, cid: str) -> None:
+        """Take ``name`` for ``cid``: a symlink is created atomically or not at all."""
+        self.names.mkdir(parents=True, exist_ok=True)
+        try:
+            os.symlink(cid, self.names / name)
+        except FileExistsError:
+            owner = os.readlink(self.names / name)
+            if (self.path(owner) / "state.json").exists():
+                raise Conflict(
+                    f'the container name "{name}" is already in use by container '
+                    f"{owner[:12]}; remove that container (`sandbox rm {name}`) or "
+                    "choose another name"
+                ) from None
+            # A leftover of a crash: the container is gone, the name is free.
+            os.unlink(self.names / name)
+            os.symlink(cid, self.names / name)
+
+    def path(self, cid: str) -> Path:
+        return self.dir / cid
+
+    def create(self, record: ContainerRecord) -> ContainerRecord:
+        """Create the container's directory and state, atomically.
+
+        Raises:
+            Conflict: the name is taken.
+        """
+        self.dir.mkdir(parents=True, exist_ok=True)
+        staging = self.dir / f".new-{os.getpid()}-{record.id}"
+        for sub in ("upper", "work", "merged"):
+            (staging / sub).mkdir(parents=True)
+        atomic.write_json(staging / "state.json", asdict(record))
+        try:
+            self._claim_name(record.name, record.id)
+        except BaseException:
+            shutil.rmtree(staging)
+            raise
+        os.rename(staging, self.path(record.id))
+        return record
+
+    def save(self, record: ContainerRecord) -> None:
+        """Write the record's state (atomic replace)."""
+        atomic.write_json(self.path(record.id) / "state.json", asdict(record))
+
+    def load(self, cid: str) -> ContainerRecord:
+        try:
+            return ContainerRecord(**atomic.read_json(self.path(cid) / "state.json"))
+        except FileNotFoundError:
+            raise ContainerNotFound(cid) from None
+
+    def list(self) -> list[ContainerRecord]:
+        """Every container, newest first."""
+        if not self.dir.exists():
+            return []
+        records = []
+        for entry in os.scandir(self.dir):
+            if entry.name.startswith("."):
+                continue
+            try:
+                records.append(self.load(entry.name))
+            except (ContainerNotFound, ValueError, TypeError):
+                continue  # removed meanwhile, or a damaged record the reconciler handles
+        return sorted(records, key=lambda r: r.created, reverse=True)
+
+    def find(self, ref: str) -> ContainerRecord:
+        """By full ID, name, or unique ID prefix.
+
+        Raises:
+            ContainerNotFound: nothing matches, or the prefix is ambiguous.
+        """
+        ref = ref.strip().lstrip("/")
+        if ref and (self.path(ref) / "state.json").exists():
+            return self.load(ref)
+        try:
+            return self.load(os.readlink(self.names / ref))
+        except (OSError, ContainerNotFound):
+            pass
+        records = self.list()
+        matches = [r for r in records if ref and r.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        raise ContainerNotFound(ref)
+
+    def delete(self, record: ContainerRecord) -> None:
+        """Remove the container's directory (upper layer, log and all) and its name."""
+        cid = record.id
+        path = self.path(cid)
+        try:
+            if os.readlink(self.names / record.name) == cid:
+                os.unlink(self.names / record.name)
+        except OSError:
+            pass
+        if path.exists():
+            trash = self.dir / f".rm-{os.getpid()}-{cid}"
+            os.rename(path, trash)  # disappears from listings at once
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def leftovers(self) -> list[Path]:
+        """Half-made or half-removed directories (``.new-*``, ``.rm-*``)."""
+        if not self.dir.exists():
+            return []
+        return [p for p in self.dir.iterdir() if p.name.startswith((".new-", ".rm-"))]
