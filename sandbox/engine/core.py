@@ -258,6 +258,7 @@ class Engine:
         record.exit_code, record.oom_killed, record.pids_limit_hit = 0, False, False
         self.store.containers.save(record)
         running = Running(spawned, str(path / "log.jsonl"), asyncio.get_running_loop())
+        running.record = record
         if listener is not None:
             running.listeners.append(listener)
         self.running[record.id] = running

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from sandbox.runtime.spawn import Spawned
 
@@ -38,6 +39,7 @@ class Running:
 
     def __init__(self, spawned: Spawned, log_path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.spawned = spawned
+        self.record: Any = None  # the engine's ContainerRecord, updated at exit
         self.loop = loop
         self.listeners: list[OutputListener] = []
         self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from sandbox.errors import CommandNotFound, RuntimeFailure
-from sandbox.runtime import capabilities, rootfs
+from sandbox.runtime import capabilities, network, rootfs
 from sandbox.runtime import syscalls as sc
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
 
@@ -90,7 +90,7 @@ def init_memfd() -> int:
             "`apt-get install tini`, or run the README's set-up command",
             step="find init",
         )
-    fd = os.memfd_create("sandbox-init", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    fd = os.memfd_create("tini", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     with open(path, "rb") as src:
         data = src.read()
     os.write(fd, data)
@@ -216,6 +216,7 @@ def _child(
         os.write(fd, b"0")
         os.close(fd)
     sc.unshare(sc.CLONE_NEWCGROUP)
+    network.loopback_up()
     rootfs.prepare(root)
     if console is not None:
         _child_tty(console)

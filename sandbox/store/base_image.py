@@ -299,8 +299,9 @@ def _find_tools(tools: list[Tool]) -> dict[str, str]:
         names = ", ".join(f"`{t.name}` (Debian package {t.package})" for t in missing)
         packages = " ".join(dict.fromkeys(t.package for t in missing))
         raise StoreError(
-            f"cannot build the base image: this host lacks {names}; install it with "
-            f"`apt-get install {packages}`, or run the README's set-up command"
+            f"cannot build the base image: this host lacks {names}; install "
+            f"{'it' if len(missing) == 1 else 'them'} with `apt-get install {packages}`, "
+            "or run the README's set-up command"
         )
     return found
 

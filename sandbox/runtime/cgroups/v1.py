@@ -57,20 +57,26 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
+# Helpers shared with v2.py: checks, and small unbuffered reads and writes
+# (one open, one read or write, one close: cgroup files are read whole).
+
+
+def valid_name(name: str) -> bool:
+    """True if ``name`` is one plain path component the drivers accept."""
+    return _NAME.fullmatch(name) is not None
+
+
 def check_name(name: str) -> None:
     """Refuse a cgroup name that is not one plain path component.
 
     Raises:
         InvalidArgument: the name is empty, too long, or has ``/`` or ``..``.
     """
-    if not _NAME.fullmatch(name) or name in (".", ".."):
+    if not valid_name(name):
         raise InvalidArgument(
-            f"invalid cgroup name {name!r}: use 1 to 128 letters, digits, '_', '.' or '-'"
+            f"invalid cgroup name {name!r}: use 1 to 128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
         )
-
-
-# Helpers shared with v2.py: checks, and small unbuffered reads and writes
-# (one open, one read or write, one close: cgroup files are read whole).
 
 
 def check_limits(limits: Limits) -> None:
@@ -333,7 +339,8 @@ class CgroupV1Driver(CgroupDriver):
         for parent in self._parents:
             with contextlib.suppress(FileNotFoundError):
                 names.update(e.name for e in os.scandir(parent) if e.is_dir())
-        return sorted(names)
+        # Only names open() accepts: a stranger's odd directory is not ours.
+        return sorted(filter(valid_name, names))
 
     def create(self, name: str, limits: Limits) -> CgroupV1:
         """Create ``sandbox/<name>`` in every hierarchy and apply ``limits``.

@@ -32,6 +32,7 @@ from sandbox.runtime.cgroups.v1 import (
     read_keys,
     read_limit,
     rmdir_retry,
+    valid_name,
     write_file,
 )
 
@@ -81,7 +82,7 @@ class CgroupV2(Cgroup):
         """
         try:
             write_file(f"{self.path}/cgroup.kill", "1")
-        except FileNotFoundError:
+        except OSError:
             if not os.path.isdir(self.path):
                 return
             self._kill_each()
@@ -191,9 +192,10 @@ class CgroupV2Driver(CgroupDriver):
     def list_names(self) -> list[str]:
         """Children of ``sandbox/`` (sorted)."""
         try:
-            return sorted(e.name for e in os.scandir(self.parent) if e.is_dir())
+            entries = [e.name for e in os.scandir(self.parent) if e.is_dir()]
         except FileNotFoundError:
             return []
+        return sorted(filter(valid_name, entries))
 
     def create(self, name: str, limits: Limits) -> CgroupV2:
         """Create ``sandbox/<name>`` and apply ``limits``.
