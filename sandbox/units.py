@@ -45,7 +45,7 @@ def parse_cpus(text: str | float) -> int:
         ) from None
     if value <= 0 or value > 1024:
         raise InvalidArgument(f"invalid --cpus {text!r}: it must be more than 0")
-    return int(round(value * 1e9))
+    return round(value * 1e9)
 
 
 def human_size(n: int | float, *, base: int = 1000) -> str:

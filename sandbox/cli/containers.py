@@ -107,7 +107,9 @@ def _parse_signal(text: str) -> int:
     try:
         return int(signal.Signals(name if name.startswith("SIG") else "SIG" + name))
     except ValueError:
-        raise InvalidArgument(f"invalid signal {text!r}: use a name like TERM or a number") from None
+        raise InvalidArgument(
+            f"invalid signal {text!r}: use a name like TERM or a number"
+        ) from None
 
 
 @click.command("kill")

@@ -9,6 +9,7 @@ EXAMPLE:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -130,10 +131,8 @@ async def attach_and_wait(engine: Engine, cid: str, *, interactive: bool, tty: b
 
 def _forward_signal(engine: Engine, cid: str, sig: int) -> Callable[[], None]:
     def forward() -> None:
-        try:
+        with contextlib.suppress(Exception):
             engine.kill(cid, sig)
-        except Exception:  # noqa: BLE001, S110 - it may have just exited
-            pass
 
     return forward
 

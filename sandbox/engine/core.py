@@ -30,7 +30,7 @@ from sandbox.runtime.cgroups import Limits
 from sandbox.runtime.spawn import spawn
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
 from sandbox.store import Store, atomic
-from sandbox.store.containers import CREATED, EXITED, RUNNING, ContainerRecord, check_name
+from sandbox.store.containers import EXITED, RUNNING, ContainerRecord, check_name
 from sandbox.store.images import Image, new_config, rfc3339
 from sandbox.store.locks import locked
 
@@ -73,7 +73,7 @@ class Engine:
         """The default image, built from this host's tools on first use."""
         try:
             return self.store.images.resolve(BASE_REF)
-        except Exception:  # noqa: BLE001 - any failure to find it means: build it
+        except Exception:
             return self.build_base()
 
     def build_base(self) -> Image:
@@ -233,7 +233,7 @@ class Engine:
                 work=str(path / "work"),
                 merged=str(path / "merged"),
                 binds={"/etc/hostname": str(path / "hostname"), "/etc/hosts": str(path / "hosts")},
-                readonly_dev=self.driver.version == 2,
+                readonly_dev=not self.driver.confines_devices,
             )
             proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir,
                                hostname=record.hostname, tty=record.tty)  # fmt: skip
@@ -309,7 +309,7 @@ class Engine:
             for _ in range(500):  # the process running it writes the state next
                 try:
                     record = self.store.containers.load(record.id)
-                except Exception:  # noqa: BLE001 - auto-removed meanwhile
+                except Exception:
                     return record
                 if record.state != RUNNING:
                     break
@@ -360,8 +360,16 @@ class Engine:
         lowers = [self.store.layers.path(i) for i in reversed(layers)]
         return scan_changes(self.store.containers.path(record.id) / "upper", lowers)
 
-    def commit(self, ref: str, repo_tag: str | None = None, *, message: str = "",
-               author: str = "", created_by: str | None = None, owner: int = 0) -> Image:  # fmt: skip
+    def commit(
+        self,
+        ref: str,
+        repo_tag: str | None = None,
+        *,
+        message: str = "",
+        author: str = "",
+        created_by: str | None = None,
+        owner: int = 0,
+    ) -> Image:
         """Turn the container's changes into a new image (by renaming its upper dir).
 
         A container that changed nothing gives an image with one more

@@ -108,7 +108,7 @@ def reconcile(store: Store, driver: CgroupDriver) -> list[str]:
             continue
         try:
             record = store.containers.load(cid)
-        except Exception:  # noqa: BLE001 - its directory is gone: only the cgroup is left
+        except Exception:
             record = None
         if record is not None and record.state == RUNNING:
             _kill_and_wait(record.pid, record.pid_start)
@@ -124,8 +124,11 @@ def reconcile(store: Store, driver: CgroupDriver) -> list[str]:
             done.append(f"stopped container {cid[:12]} (its sandbox process died)")
         driver.open(cid).remove()
         marker.unlink(missing_ok=True)
+    # A cgroup without a marker: the process died between making it and writing
+    # the marker. Only this store's containers are touched: other stores (other
+    # users, tests) share the `sandbox` parent.
     for name in driver.list_names():
-        if name not in live:
+        if name not in live and store.containers.path(name).exists():
             driver.open(name).remove()
             done.append(f"removed cgroup sandbox/{name}")
     for parent in (store.containers.dir, store.root / "tmp", store.images.dir, store.root,

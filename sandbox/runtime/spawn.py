@@ -17,6 +17,7 @@ Parent and child talk over two pipes:
 
 from __future__ import annotations
 
+import contextlib
 import errno as errno_mod
 import fcntl
 import json
@@ -65,10 +66,8 @@ class Spawned:
         for name in ("stdin", "stdout", "stderr", "pty", "pidfd"):
             fd = getattr(self, name)
             if fd is not None and fd >= 0:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
                 setattr(self, name, None if name != "pidfd" else -1)
 
 
@@ -150,7 +149,7 @@ def spawn(
             _report(err_w, "exec", errno_mod.ENOENT, str(exc), not_found=True)
         except rootfs.StepFailed as exc:
             _report(err_w, exc.step, exc.errno, exc.detail)
-        except BaseException as exc:  # noqa: BLE001 - anything must reach the parent
+        except BaseException:
             if os.environ.get("SANDBOX_DEBUG"):
                 exc = Exception(traceback.format_exc())
             _report(err_w, "start container process", getattr(exc, "errno", 0) or 0, str(exc))
@@ -274,10 +273,8 @@ def _env_dict(env: list[str]) -> dict[str, str]:
 
 def _report(fd: int, step: str, err: int, message: str, *, not_found: bool = False) -> None:
     data = json.dumps({"step": step, "errno": err, "message": message, "not_found": not_found})
-    try:
+    with contextlib.suppress(OSError):
         os.write(fd, data.encode())
-    except OSError:
-        pass
 
 
 def _receive_pty(sock: socket.socket) -> int | None:

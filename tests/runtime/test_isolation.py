@@ -86,7 +86,7 @@ def test_kernel_interfaces_are_read_only(cli, script: str) -> None:  # type: ign
 
 
 def test_no_cgroup_filesystem_is_mounted(cli) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = sh(cli, "grep -c cgroup /proc/mounts; ls -A /sys/fs/cgroup | wc -l")
+    _code, out, _ = sh(cli, "grep -c cgroup /proc/mounts; ls -A /sys/fs/cgroup | wc -l")
     assert out.split() == ["0", "0"]
 
 
@@ -106,7 +106,7 @@ def test_dev_has_only_the_six_nodes(cli) -> None:  # type: ignore[no-untyped-def
 def test_a_device_node_made_with_mknod_cannot_be_used(cli) -> None:  # type: ignore[no-untyped-def]
     # CAP_MKNOD is one of Docker's 14, so mknod works; the devices cgroup (or,
     # on cgroup v2, the nodev root) must stop the node from being opened.
-    code, out, err = sh(cli, "mknod /tmp/disk b 8 0 && mknod /tmp/mem c 1 1 && echo made; "
+    _code, out, err = sh(cli, "mknod /tmp/disk b 8 0 && mknod /tmp/mem c 1 1 && echo made; "
                              "head -c1 /tmp/disk; head -c1 /tmp/mem; true")  # fmt: skip
     assert "made" in out
     assert err.count("Operation not permitted") + err.count("Permission denied") == 2
@@ -122,12 +122,12 @@ def test_no_host_fd_or_working_directory_leaks_in(cli) -> None:  # type: ignore[
 
 
 def test_init_is_a_sealed_memfd_not_a_host_binary(cli) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = sh(cli, "readlink /proc/1/exe; echo x > /proc/1/exe; true")
+    _code, out, _ = sh(cli, "readlink /proc/1/exe; echo x > /proc/1/exe; true")
     assert out.startswith("/memfd:tini")
 
 
 def test_ipc_namespace_is_empty(cli) -> None:  # type: ignore[no-untyped-def]
-    code, out, _ = sh(cli, "ipcmk -Q >/dev/null; ipcs -q | grep -c 0x")
+    _code, out, _ = sh(cli, "ipcmk -Q >/dev/null; ipcs -q | grep -c 0x")
     assert out.strip() == "1"  # only the queue just made, none of the host's
 
 

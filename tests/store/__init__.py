@@ -48,7 +48,7 @@ def scratch(parent: str | None = None) -> Iterator[Path]:
     Fails the test if a mount under it is still visible (which would mean a
     mount escaped its namespace).
     """
-    path = Path(tempfile.mkdtemp(prefix="sbx-store-test-", dir=parent))
+    path = Path(tempfile.mkdtemp(prefix="sandbox-test-store-", dir=parent))
     try:
         yield path
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,7 @@ STACKS: dict[str, list[Ops]] = {
         [("file", "a/top", "0\n")],
         [("dir", "other")],
         [("opaque", "a"), ("file", "a/mid", "2\n"), ("whiteout", "a/gone-below")],
-        [("file", "a/hidden", "3\n"), ("file", "a/gone-below", "3\n")],
+        [("file", "a/hidden", "3\n"), ("file", "a/gone-below", "3\n"), ("dir", "b")],
         [("file", "a/hidden2", "4\n"), ("file", "b/kept", "4\n"), ("whiteout", "b/nothing")],
     ],
     "deep paths and odd names": [
@@ -106,18 +107,37 @@ def ws() -> Iterator[Path]:
 
 
 def merged_copy(ws: Path, lowers: list[Path]) -> Path:
-    """Mount `lowers` read-only as overlay and copy the merged view with cp -a."""
-    merged, ref = ws / "merged", ws / "ref"
+    """Mount `lowers` read-only as overlay and copy the merged view with cp -a.
+
+    The kernel's readdir lists a whiteout in a directory that only one layer
+    has, though it cannot be opened (see the test below), so cp may fail to
+    stat such names; every other cp error fails the test.
+    """
+    merged, ref, errors = ws / "merged", ws / "ref", ws / "cp-errors"
     merged.mkdir()
     ref.mkdir()
     in_mount_ns(
         'mount -t overlay overlay -o "lowerdir=$LOWER,redirect_dir=off,metacopy=off" "$MERGED"\n'
-        'cp -a "$MERGED/." "$REF/"',
+        'cp -a "$MERGED/." "$REF/" 2>"$ERRORS" || true',
         LOWER=lowerdir(lowers),
         MERGED=str(merged),
         REF=str(ref),
+        ERRORS=str(errors),
     )
+    for line in errors.read_text().splitlines():
+        match = re.fullmatch(r"cp: cannot stat '(.+)': No such file or directory", line)
+        assert match, line
+        rel = os.path.relpath(match[1], merged)
+        assert any(_is_whiteout(layer / rel) for layer in lowers), line
+    errors.unlink()
     return ref
+
+
+def _is_whiteout(path: Path) -> bool:
+    try:
+        return is_whiteout(os.lstat(path))
+    except OSError:
+        return False
 
 
 def assert_same_tree(got: dict[str, Info], want: dict[str, Info]) -> None:
@@ -183,6 +203,25 @@ def test_flatten_copies_across_file_systems(ws: Path) -> None:
         conf = os.lstat(dest / "etc/conf")
         assert conf.st_ino != os.lstat(lowers[0] / "etc/conf").st_ino
         assert conf.st_nlink == 1
+
+
+@needs_root
+def test_flatten_drops_a_whiteout_the_kernel_lists_but_hides(ws: Path) -> None:
+    # In a directory that only one layer has, the kernel's readdir shows a
+    # whiteout (`ls` prints c?????????) while lookup says ENOENT.
+    lowers = build_stack(
+        ws / "layers", [("file", "a", "a")], [("file", "d/f", "f"), ("whiteout", "d/w")]
+    )
+    flatten(lowers, ws / "flat")
+    assert os.listdir(ws / "flat/d") == ["f"]
+    (ws / "merged").mkdir()
+    in_mount_ns(
+        'mount -t overlay overlay -o "lowerdir=$LOWER" "$MERGED"\n'
+        'ls "$MERGED/d" | grep -qx w\n'
+        '! stat "$MERGED/d/w" 2>/dev/null',
+        LOWER=lowerdir(lowers),
+        MERGED=str(ws / "merged"),
+    )
 
 
 # --- hostile layers ------------------------------------------------------------

@@ -104,6 +104,7 @@ class CgroupDriver(abc.ABC):
     """Creates, finds and cleans the containers' cgroups on one host layout."""
 
     version: int
+    confines_devices: bool = False  # can it stop a container using a device node?
 
     @abc.abstractmethod
     def create(self, name: str, limits: Limits) -> Cgroup:

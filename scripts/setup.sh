@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up everything jupyter-sandbox needs on a fresh Debian 12 machine:
+# Debian packages (as root), a virtual environment at .venv with the package
+# installed, and the default image `base`. Safe to run again: it only does
+# what is missing. Usage: scripts/setup.sh [--test]   (--test adds test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+# 1. Debian packages listed in setup/*.txt (only the missing ones).
+packages=$(sed -e 's/#.*//' setup/apt-packages.txt | tr -s ' \n' ' ')
+if [ "$want_test" = 1 ] && [ -f setup/apt-packages-test.txt ]; then
+  packages="$packages $(sed -e 's/#.*//' setup/apt-packages-test.txt | tr -s ' \n' ' ')"
+fi
+missing=""
+for p in $packages; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages:$missing — run this script as root, or: sudo apt-get install$missing" >&2
+    exit 1
+  fi
+  log "installing Debian packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# 2. The virtual environment and the package (editable, so the checkout is live).
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+extras=""
+[ "$want_test" = 1 ] && extras="[test]"
+stamp=".venv/.installed$( [ "$want_test" = 1 ] && echo -test )"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing jupyter-sandbox$extras into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp"
+fi
+
+# 3. The default image (built from this machine's own tools, no download).
+if [ "$(id -u)" = 0 ] || [ -n "${SANDBOX_ROOT:-}" ]; then
+  if ! .venv/bin/sandbox images -q 2>/dev/null | grep -q .; then
+    log "building the default image base"
+    .venv/bin/sandbox image build-base
+  fi
+fi
+log "set-up done"

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up everything (with the test tools), then run every check and test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+echo "==> ruff"
+.venv/bin/ruff check sandbox tests bench
+echo "==> pytest"
+exec .venv/bin/pytest "$@"
