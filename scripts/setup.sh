@@ -36,9 +36,8 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
 fi
-extras=""
-[ "$want_test" = 1 ] && extras="[test]"
-stamp=".venv/.installed$( [ "$want_test" = 1 ] && echo -test )"
+extras="" stamp=".venv/.installed"
+if [ "$want_test" = 1 ]; then extras="[test]" stamp=".venv/.installed-test"; fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing jupyter-sandbox$extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from sandbox.cli.output import console, table
 from sandbox.engine import Engine, views
@@ -141,9 +142,7 @@ def diff_command(container: str) -> None:
     """What the container changed on disk: A added, C changed, D deleted."""
     colours = {"A": "green", "C": "yellow", "D": "red"}
     for change in Engine().diff(container):
-        path = change.path
-        console.print(f"[{colours[change.kind]}]{change.kind}[/] {path}", markup=True,
-                      highlight=False)  # fmt: skip
+        console.print(f"[{colours[change.kind]}]{change.kind}[/] {escape(change.path)}")
 
 
 @click.command("commit")

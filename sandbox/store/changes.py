@@ -86,6 +86,9 @@ _Lowers = tuple[tuple[int, str], ...]
 def scan_changes(upper: Path, lowers: Sequence[Path], *, userxattr: bool = False) -> list[Change]:
     """List what the container whose upper dir is `upper` changed on top of `lowers`.
 
+    Reads only (nothing on disk changes, whatever happens); never follows a
+    symlink found in a layer.
+
     Args:
         upper: The container's upper dir. It must not change during the scan
             (the container has exited or is frozen).
@@ -108,7 +111,7 @@ def scan_changes(upper: Path, lowers: Sequence[Path], *, userxattr: bool = False
 
 
 def layer_usage(path: Path) -> tuple[int, int]:
-    """Measure the layer dir `path` as ``docker history`` does.
+    """Measure the layer dir `path` as ``docker history`` does (reads only).
 
     Returns:
         ``(bytes, entries)``: the apparent size of its non-directories (a file

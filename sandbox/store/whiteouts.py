@@ -100,7 +100,8 @@ def make_whiteout(path: str | os.PathLike[str]) -> None:
 def set_opaque(path: str | os.PathLike[str], *, userxattr: bool = False) -> None:
     """Mark the directory `path` opaque (hide every lower entry below it).
 
-    Needs CAP_SYS_ADMIN for the ``trusted.*`` xattr. Raises OSError.
+    Needs CAP_SYS_ADMIN for the ``trusted.*`` xattr. One setxattr(2): the
+    directory is marked or left as it was. Raises OSError.
     """
     name = USER_OPAQUE_XATTR if userxattr else OPAQUE_XATTR
     os.setxattr(path, name, b"y", follow_symlinks=False)
