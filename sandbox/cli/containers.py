@@ -106,8 +106,8 @@ def _parse_signal(text: str) -> int:
     if name.isdigit():
         return int(name)
     try:
-        return int(signal.Signals(name if name.startswith("SIG") else "SIG" + name))
-    except ValueError:
+        return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except KeyError:
         raise InvalidArgument(
             f"invalid signal {text!r}: use a name like TERM or a number"
         ) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import click
+from rich.console import Console
 
 from sandbox.cli.output import console, table
 from sandbox.engine import Engine, views
@@ -46,7 +47,14 @@ def history_command(image: str, no_trunc: bool) -> None:
         ident = row["Id"].removeprefix("sha256:")[:12] if row["Id"] != "<missing>" else "<missing>"
         t.add_row(ident, f"{views.ago(row['Created'], now)} ago", created_by,
                   human_size(row["Size"]), row["Comment"])  # fmt: skip
-    console.print(t)
+    out = console
+    if no_trunc:
+        # Whole commands may be wider than the terminal: rich would squeeze the
+        # other columns to "07…" instead; print long lines, as docker does.
+        width = Console(width=1 << 20).measure(t).maximum
+        if width > console.width:
+            out = Console(highlight=False, soft_wrap=True, width=width)
+    out.print(t)
 
 
 @click.command("rmi")

@@ -20,12 +20,13 @@ import click
 
 from sandbox.cli import terminal
 from sandbox.cli.output import err_console
-from sandbox.engine import Engine
-from sandbox.errors import InvalidArgument, LimitUnsupported
+from sandbox.engine import Engine, Running
+from sandbox.errors import InvalidArgument
 from sandbox.runtime.cgroups import Limits
 from sandbox.units import parse_cpus, parse_memory_swap, parse_size
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's floor: below this a shell cannot even start
+MIN_NANO_CPUS = 10**7  # 0.01 CPU: the kernel's smallest CFS quota (1 ms per 100 ms)
 
 
 def container_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -61,8 +62,8 @@ def parse_limits(memory: str | None, memory_swap: str | None, cpus: str | None,
     """Turn the limit options into Limits, refusing what cannot be enforced.
 
     Raises:
-        InvalidArgument: a malformed value.
-        LimitUnsupported: a value this host cannot honour (more CPUs than it has).
+        InvalidArgument: a malformed value, or one this host cannot honour
+            (more CPUs than it has, less memory plus swap than memory).
     """
     mem = parse_size(memory, what="--memory") if memory else None
     if mem is not None and mem < MIN_MEMORY:
@@ -70,10 +71,17 @@ def parse_limits(memory: str | None, memory_swap: str | None, cpus: str | None,
     swap = parse_memory_swap(memory_swap) if memory_swap else None
     if swap is not None and mem is None:
         raise InvalidArgument("--memory-swap needs --memory as well")
+    if swap is not None and mem is not None and swap != -1 and swap < mem:
+        raise InvalidArgument(
+            f"--memory-swap {memory_swap} is less than --memory {memory}: it is memory "
+            "plus swap, so make it at least as large (or -1 for unlimited swap)"
+        )
     nano = parse_cpus(cpus) if cpus else None
     ncpu = os.cpu_count() or 1
-    if nano is not None and nano > ncpu * 10**9:
-        raise LimitUnsupported(f"--cpus {cpus}", "cpu", f"this host ({ncpu} CPUs)")
+    if nano is not None and not MIN_NANO_CPUS <= nano <= ncpu * 10**9:
+        raise InvalidArgument(
+            f"--cpus {cpus} is out of range: use 0.01 to {ncpu} (there are only {ncpu} CPUs)"
+        )
     if cpu_shares is not None and not 2 <= cpu_shares <= 262144:
         raise InvalidArgument(f"invalid --cpu-shares {cpu_shares}: use 2 to 262144")
     return Limits(memory=mem, memory_swap=swap, nano_cpus=nano, cpu_shares=cpu_shares,
@@ -108,10 +116,21 @@ async def attach_and_wait(engine: Engine, cid: str, *, interactive: bool, tty: b
     loop = asyncio.get_running_loop()
     out, err = sys.stdout.buffer, sys.stderr.buffer
 
+    running: Running | None = None
+
     def show(stream: str, data: bytes) -> None:
         target = err if stream == "stderr" else out
-        target.write(data)
-        target.flush()
+        try:
+            target.write(data)
+            target.flush()
+        except BrokenPipeError:
+            # Our reader is gone (`sandbox run base yes | head -1`): pass that
+            # on, so the command gets SIGPIPE as it would in a shell pipeline.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, target.fileno())  # the unflushed rest goes nowhere, quietly
+            os.close(devnull)
+            if running is not None:
+                running.close_output(stream)
 
     with terminal.raw_mode(tty and interactive):
         running = engine.start(cid, listener=show)

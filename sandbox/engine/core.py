@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import shlex
 import signal
 import time
@@ -20,9 +21,12 @@ from sandbox.engine import names, reconcile
 from sandbox.engine.running import OutputListener, Running
 from sandbox.errors import (
     Conflict,
+    ContainerNotFound,
     ContainerNotRunning,
     ContainerRunning,
+    ImageNotFound,
     InvalidArgument,
+    LayerNotFound,
     RuntimeFailure,
 )
 from sandbox.runtime import cgroups
@@ -30,9 +34,16 @@ from sandbox.runtime.cgroups import Limits
 from sandbox.runtime.spawn import spawn
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
 from sandbox.store import Store, atomic
-from sandbox.store.containers import EXITED, RUNNING, ContainerRecord, check_name
+from sandbox.store.containers import (
+    COMMIT_MARKER,
+    EXITED,
+    RUNNING,
+    ContainerRecord,
+    check_name,
+)
 from sandbox.store.images import Image, new_config, rfc3339
 from sandbox.store.locks import locked
+from sandbox.store.references import parse as parse_reference
 
 BASE_REF = "base:latest"
 # overlayfs takes up to 500 lowers, Docker stops at 125; squash before that so
@@ -74,7 +85,13 @@ class Engine:
         try:
             return self.store.images.resolve(BASE_REF)
         except Exception:
-            return self.build_base()
+            # Two processes may miss it at once: the second waits for the first
+            # one's build and uses it rather than building a second base.
+            with locked(self.store.root / "base.lock"):
+                try:
+                    return self.store.images.resolve(BASE_REF)
+                except Exception:
+                    return self.build_base()
 
     def build_base(self) -> Image:
         """(Re)build the default image ``base`` from this host's shell tools.
@@ -90,18 +107,22 @@ class Engine:
             rootfs.mkdir()
             try:
                 info = base_image.populate_rootfs(rootfs)
-                layer = self.store.layers.add(rootfs, created_by=info.describe(),
-                                              size=info.size_bytes, files=info.files)  # fmt: skip
+                cfg = new_config(
+                    env=[f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8", "TERM=xterm"],
+                    cmd=["bash"],
+                    history=[{"created": rfc3339(), "created_by": info.describe()}],
+                )
+                # One step under the store lock: a layer collection (rmi) in
+                # between would take the new, still unreferenced layer away.
+                with locked(self.store.lock_path):
+                    layer = self.store.layers.add(
+                        rootfs, created_by=info.describe(), size=info.size_bytes, files=info.files
+                    )
+                    return self.store.images.add([layer.id], cfg, tag=BASE_REF)
             finally:
                 import shutil
 
                 shutil.rmtree(staging, ignore_errors=True)
-            cfg = new_config(
-                env=[f"PATH={DEFAULT_PATH}", "LANG=C.UTF-8", "TERM=xterm"],
-                cmd=["bash"],
-                history=[{"created": rfc3339(), "created_by": info.describe()}],
-            )
-            return self.store.images.add([layer.id], cfg, tag=BASE_REF)
 
     def image(self, ref: str) -> Image:
         """Find an image; the default image is built when first asked for."""
@@ -120,23 +141,25 @@ class Engine:
         Raises:
             Conflict: a container still uses it (unless ``force``).
         """
-        image = self.store.images.resolve(ref)
-        users = [c for c in self.store.containers.list() if c.image_id == image.id]
-        if users and not force:
-            raise Conflict(
-                f"unable to remove image {ref}: container {users[0].short_id} uses it; "
-                "remove the container first (`sandbox rm`), or use --force"
-            )
-        result: list[dict[str, str]] = []
-        tags = image.tags
-        untag = [t for t in tags if t == _normal(ref)] or tags
-        for tag in untag:
-            self.store.images.untag(tag)
-            result.append({"Untagged": tag})
-        if len(untag) == len(tags):
-            self.store.images.delete(image.id)
-            result.append({"Deleted": f"sha256:{image.id}"})
-            self.collect_layers()
+        with locked(self.store.lock_path):  # no container is made from it meanwhile
+            image = self.store.images.resolve(ref)
+            tags = image.tags
+            untag = [t for t in tags if t == _normal(ref)] or tags
+            # Removing one of several tags deletes nothing: no container minds.
+            users = [c for c in self.store.containers.list() if c.image_id == image.id]
+            if users and not force and len(untag) == len(tags):
+                raise Conflict(
+                    f"unable to remove image {ref}: container {users[0].short_id} uses it; "
+                    "remove the container first (`sandbox rm`), or use --force"
+                )
+            result: list[dict[str, str]] = []
+            for tag in untag:
+                self.store.images.untag(tag)
+                result.append({"Untagged": tag})
+            if len(untag) == len(tags):
+                self.store.images.delete(image.id)
+                result.append({"Deleted": f"sha256:{image.id}"})
+                self.collect_layers()
         return result
 
     def collect_layers(self) -> list[str]:
@@ -205,7 +228,9 @@ class Engine:
         )
         if hostname is not None:
             _check_hostname(hostname)
-        return self.store.containers.create(record)
+        with locked(self.store.lock_path):
+            self.store.images.load(img.id)  # ImageNotFound if an rmi took it meanwhile
+            return self.store.containers.create(record)
 
     def start(self, ref: str, *, listener: OutputListener | None = None) -> Running:
         """Start a created (or exited) container; returns its pump.
@@ -222,7 +247,12 @@ class Engine:
         if record.state == RUNNING:
             raise Conflict(f"container {record.name} is already running")
         path = self.store.containers.path(record.id)
-        cgroup = self.driver.create(record.id, Limits.from_json(record.limits))
+        try:
+            cgroup = self.driver.create(record.id, Limits.from_json(record.limits))
+        except BaseException:
+            if record.auto_remove:  # `run --rm`: a container that never ran leaves nothing
+                self.store.containers.delete(record)
+            raise
         try:
             _write_etc_files(path, record.hostname)
             lowers = list(reversed(record.layers + record.committed_layers))
@@ -284,7 +314,15 @@ class Engine:
                 f"{limits.pids} processes (--pids-limit), so new ones could not start"
             )
         self.running.pop(record.id, None)
+        # `rm -f` (maybe from another process) asks for removal in the saved state.
+        record.auto_remove = record.auto_remove or self._removal_requested(record.id)
         self._finish(record)
+
+    def _removal_requested(self, cid: str) -> bool:
+        try:
+            return self.store.containers.load(cid).auto_remove
+        except ContainerNotFound:
+            return True  # already deleted: nothing left to save
 
     def _finish(self, record: ContainerRecord) -> None:
         if record.auto_remove:
@@ -339,15 +377,35 @@ class Engine:
         if record.state == RUNNING:
             if not force:
                 raise ContainerRunning(record.name, "remove")
-            if reconcile.same_process(record.pid, record.pid_start):
-                os.kill(record.pid, signal.SIGKILL)
+            # The process that runs it deletes it at exit (it reads auto_remove
+            # from the saved state, so this must be saved before the kill).
             record.auto_remove = True
             self.store.containers.save(record)
+            _kill_and_wait(record.pid, record.pid_start)
             if record.id not in self.running:
-                self.reconcile()
+                self._wait_removed(record)
             return record
         self.store.containers.delete(record)
         return record
+
+    def _wait_removed(self, record: ContainerRecord) -> None:
+        """Wait until the process that ran a killed container has deleted it.
+
+        ``rm -f`` returns once the container is gone, as Docker's does. If
+        that process lost the race (it saved the exit before ``auto_remove``
+        was set) or never finishes, the container is deleted here.
+        """
+        current = record
+        for _ in range(500):
+            self.reconcile()  # finishes it if the process that ran it is dead
+            try:
+                current = self.store.containers.load(record.id)
+            except ContainerNotFound:
+                return
+            if current.state != RUNNING:
+                break
+            time.sleep(0.01)
+        self.store.containers.delete(current)
 
     # -- copy-on-write -------------------------------------------------------------
 
@@ -373,44 +431,95 @@ class Engine:
         """Turn the container's changes into a new image (by renaming its upper dir).
 
         A container that changed nothing gives an image with one more
-        ``empty_layer`` history entry and no new layer.
+        ``empty_layer`` history entry and no new layer. The image's history is
+        the container's image's, then one entry per commit of this container.
+
+        Atomic under the store lock: the record names the new layer before the
+        upper dir is renamed, so if the process dies midway the reconciler
+        either finishes the commit (the layer is kept and the container gets a
+        new empty upper dir) or finds the upper dir untouched. Only the image
+        itself is then missing; committing again makes it.
 
         Raises:
+            InvalidArgument: ``repo_tag`` is not a valid ``name[:tag]``
+                (checked before anything moves).
             ContainerRunning: stop the container first.
         """
         from sandbox.store.changes import layer_usage
 
-        record = self.store.containers.find(ref)
-        if record.state == RUNNING:
-            raise ContainerRunning(record.name, "commit")
-        base = self.store.images.load(record.image_id)
-        upper = self.store.containers.path(record.id) / "upper"
-        entry: dict[str, Any] = {"created": rfc3339(),
-                                 "created_by": created_by or shlex.join(record.cmd)}  # fmt: skip
-        if author:
-            entry["author"] = author
-        if message:
-            entry["comment"] = message
-        if any(os.scandir(upper)):
-            size, files = layer_usage(upper)
-            layer = self.store.layers.add(upper, created_by=entry["created_by"], size=size,
-                                          files=files)  # fmt: skip
-            upper.mkdir()
-            record.committed_layers.append(layer.id)
-            self.store.containers.save(record)
-        else:
-            entry["empty_layer"] = True
-        layers = record.layers + record.committed_layers
-        cfg = dict(base.config)
-        cfg["created"] = entry["created"]
-        cfg["history"] = [*base.history, entry]
-        cfg["config"] = dict(cfg.get("config", {}))
-        if len(layers) > MAX_DEPTH:
-            layers = self._squash(layers)
-        return self.store.images.add(layers, cfg, owner=owner, tag=repo_tag)
+        if repo_tag:
+            repo_tag = str(parse_reference(repo_tag))
+        with locked(self.store.lock_path):
+            record = self.store.containers.find(ref)
+            if record.state == RUNNING:
+                raise ContainerRunning(record.name, "commit")
+            base = self._base_config(record)
+            path = self.store.containers.path(record.id)
+            upper = path / "upper"
+            entry: dict[str, Any] = {
+                "created": rfc3339(),
+                "created_by": created_by or shlex.join(record.cmd),
+            }
+            if author:
+                entry["author"] = author
+            if message:
+                entry["comment"] = message
+            with os.scandir(upper) as entries:
+                changed = next(entries, None) is not None
+            if changed:
+                size, files = layer_usage(upper)
+                layer_id = self.store.layers.new_id()
+                # The journal: a marker naming this process, then the record
+                # naming the layer; only then does the upper dir move.
+                marker = self.store.containers.dir / f"{COMMIT_MARKER}{os.getpid()}-{record.id}"
+                marker.touch()
+                record.committed_layers.append(layer_id)
+                record.committed_history.append(entry)
+                self.store.containers.save(record)
+                self.store.layers.add(
+                    upper, layer_id=layer_id, created_by=entry["created_by"], size=size, files=files
+                )
+                upper.mkdir()
+                marker.unlink()
+            else:
+                entry["empty_layer"] = True
+                record.committed_history.append(entry)
+                self.store.containers.save(record)
+            layers = record.layers + record.committed_layers
+            cfg = dict(base)
+            cfg["created"] = entry["created"]
+            cfg["history"] = [*base.get("history", []), *record.committed_history]
+            cfg["config"] = dict(cfg.get("config", {}))
+            if len(layers) > MAX_DEPTH:
+                layers, cfg["history"] = self._squash(layers, cfg["history"])
+            return self.store.images.add(layers, cfg, owner=owner, tag=repo_tag)
 
-    def _squash(self, layers: list[str]) -> list[str]:
-        """Flatten the oldest layers into one, keeping the newest SQUASH_TO - 1."""
+    def _base_config(self, record: ContainerRecord) -> dict[str, Any]:
+        """The config of the container's image, rebuilt from the record if it was removed."""
+        try:
+            return self.store.images.load(record.image_id).config
+        except ImageNotFound:
+            pass
+        history = []
+        for layer_id in record.layers:
+            try:
+                made_by = self.store.layers.get(layer_id).created_by
+            except LayerNotFound:
+                made_by = ""
+            history.append({"created": rfc3339(), "created_by": made_by})
+        return new_config(env=record.env, cmd=record.cmd, workdir=record.workdir, history=history)
+
+    def _squash(
+        self, layers: list[str], history: list[dict[str, Any]]
+    ) -> tuple[list[str], list[dict[str, Any]]]:
+        """Flatten the oldest layers into one, keeping the newest SQUASH_TO - 1.
+
+        The history keeps every entry (what made the image stays readable);
+        those of the squashed layers become ``empty_layer`` and one entry for
+        the flat layer follows them, so that the entries with a layer still
+        match the layers one to one, as OCI requires.
+        """
+        from sandbox.store.changes import layer_usage
         from sandbox.store.squash import flatten
 
         keep = SQUASH_TO - 1
@@ -419,16 +528,44 @@ class Engine:
         try:
             dest = staging / "layer"
             flatten([self.store.layers.path(i) for i in reversed(old)], dest)
-            from sandbox.store.changes import layer_usage
-
             size, files = layer_usage(dest)
-            flat = self.store.layers.add(dest, created_by=f"sandbox: {len(old)} layers squashed",
-                                         size=size, files=files)  # fmt: skip
+            made_by = f"sandbox: {len(old)} layers squashed into one"
+            flat = self.store.layers.add(dest, created_by=made_by, size=size, files=files)
         finally:
             import shutil
 
             shutil.rmtree(staging, ignore_errors=True)
-        return [flat.id, *new]
+        squashed: list[dict[str, Any]] = []
+        flat_entry = {"created": rfc3339(), "created_by": made_by}
+        seen = 0
+        for item in history:
+            if seen < len(old) and not item.get("empty_layer"):
+                seen += 1
+                squashed.append({**item, "empty_layer": True})
+                if seen == len(old):
+                    squashed.append(flat_entry)
+            else:
+                squashed.append(item)
+        if seen < len(old):  # [should never happen]: fewer entries than layers
+            squashed.insert(0, flat_entry)
+        return [flat.id, *new], squashed
+
+
+def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
+    """SIGKILL a container's init (if it still is that process) and wait for its end."""
+    if not reconcile.same_process(pid, start):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], timeout)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _merge_env(image_env: list[str], extra: list[str], tty: bool) -> list[str]:

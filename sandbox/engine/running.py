@@ -105,6 +105,23 @@ class Running:
             callback(self.status)
         self.exited.set_result(self.status)
 
+    def close_output(self, stream: str) -> None:
+        """Stop reading ``stream`` ("stdout" or "stderr"; "stdout" is the terminal).
+
+        For a reader that has gone away (``sandbox run ... | head -1``): the
+        command's next write to the stream fails with SIGPIPE, as in a shell
+        pipeline, instead of the container running on unheard. Nothing it
+        writes to the stream afterwards reaches the log.
+        """
+        for fd, name in list(self._open_streams.items()):
+            if name != stream:
+                continue
+            for attr in ("stdout", "stderr", "pty"):
+                if getattr(self.spawned, attr) == fd:
+                    setattr(self.spawned, attr, None)
+            self._close_stream(fd)
+            os.close(fd)
+
     def write_stdin(self, data: bytes) -> None:
         """Send bytes to the container's stdin (or its terminal)."""
         fd = self.spawned.pty if self.spawned.pty is not None else self.spawned.stdin

@@ -20,8 +20,11 @@ from typing import Any
 
 from sandbox.errors import Conflict, ContainerNotFound, InvalidArgument
 from sandbox.store import atomic
+from sandbox.store.locks import locked
 
 CREATED, RUNNING, EXITED = "created", "running", "exited"
+# ``<root>/containers/.commit-<pid>-<id>``: a commit in progress (see Engine.commit).
+COMMIT_MARKER = ".commit-"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -55,6 +58,9 @@ class ContainerRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     committed_layers: list[str] = field(default_factory=list)
+    # The history entries of the commits so far, one per commit (those that
+    # made no layer have empty_layer): the next commit's image carries them all.
+    committed_history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def short_id(self) -> str:
@@ -81,6 +87,7 @@ class ContainerStore:
     def __init__(self, root: Path) -> None:
         self.dir = root / "containers"
         self.names = root / "names"
+        self.lock_path = root / "store.lock"
 
     def _claim_name(self, name: str, cid: str) -> None:
         """Take ``name`` for ``cid``: a symlink is created atomically or not at all."""
@@ -89,7 +96,9 @@ class ContainerStore:
             os.symlink(cid, self.names / name)
         except FileExistsError:
             owner = os.readlink(self.names / name)
-            if (self.path(owner) / "state.json").exists():
+            # Another process may be between claiming the name and renaming
+            # its staging dir into place: look at the staging dir first.
+            if any(self.dir.glob(f".new-*-{owner}")) or (self.path(owner) / "state.json").exists():
                 raise Conflict(
                     f'the container name "{name}" is already in use by container '
                     f"{owner[:12]}; remove that container (`sandbox rm {name}`) or "
@@ -165,18 +174,46 @@ class ContainerStore:
         raise ContainerNotFound(ref)
 
     def delete(self, record: ContainerRecord) -> None:
-        """Remove the container's directory (upper layer, log and all) and its name."""
+        """Remove the container's directory (upper layer, log and all) and its name.
+
+        The directory is renamed away first (it disappears from listings at
+        once, and a crash leaves a ``.rm-*`` leftover, never a container
+        without its name); under the store lock, so never during a commit.
+        """
         cid = record.id
         path = self.path(cid)
-        try:
-            if os.readlink(self.names / record.name) == cid:
-                os.unlink(self.names / record.name)
-        except OSError:
-            pass
-        if path.exists():
-            trash = self.dir / f".rm-{os.getpid()}-{cid}"
-            os.rename(path, trash)  # disappears from listings at once
+        with locked(self.lock_path):
+            if path.exists():
+                trash = self.dir / f".rm-{os.getpid()}-{cid}"
+                os.rename(path, trash)
+            else:
+                trash = None
+            try:
+                if os.readlink(self.names / record.name) == cid:
+                    os.unlink(self.names / record.name)
+            except OSError:
+                pass
+        if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+
+    def dangling_names(self) -> list[Path]:
+        """Names whose container is gone (a crash between claiming and creating)."""
+        if not self.names.exists() or not self.dir.exists():
+            return []
+        present = set(os.listdir(self.dir))  # one listing, not one per name
+        found = []
+        for entry in os.scandir(self.names):
+            try:
+                cid = os.readlink(entry.path)
+            except OSError:
+                continue
+            if cid in present:
+                continue
+            # Looked at again one by one, staging first: a live create renames
+            # its staging dir into place after the claim (maybe since the listing).
+            if not any(self.dir.glob(f".new-*-{cid}")) and not self.path(cid).exists():
+                found.append(Path(entry.path))
+        return found
 
     def leftovers(self) -> list[Path]:
         """Half-made or half-removed directories (``.new-*``, ``.rm-*``)."""

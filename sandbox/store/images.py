@@ -109,7 +109,12 @@ class ImageStore:
     def list(self) -> list[Image]:
         """Every image, newest first."""
         refs = self.refs()
-        images = [self.load(i, refs) for i in self.ids()]
+        images = []
+        for image_id in self.ids():
+            try:
+                images.append(self.load(image_id, refs))
+            except ImageNotFound:
+                continue  # deleted meanwhile by another process
         return sorted(images, key=lambda im: im.created, reverse=True)
 
     def resolve(self, ref: str) -> Image:
@@ -153,6 +158,8 @@ class ImageStore:
         """Point ``ref`` at the image (moving it from another image if needed)."""
         name = str(references.parse(ref))
         with locked(self.lock_path):
+            if not (self.dir / f"{image_id}.json").exists():  # removed meanwhile
+                raise ImageNotFound(image_id)
             refs = self.refs()
             refs[name] = image_id
             atomic.write_json(self.refs_path, refs)

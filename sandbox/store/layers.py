@@ -7,9 +7,12 @@ file count, what made it). IDs are 12 hex digits, so a lowerdir option for a
 stack of 300 layers still fits in one page.
 
 A layer exists once its ``.json`` does: the directory is renamed into place
-first, the metadata second, so a crash in between leaves a directory without
-metadata, which the reconciler removes. Nothing ever writes into a layer's
-directory after that.
+first, the metadata second, both under the store lock, so a crash in between
+leaves a directory without metadata, which the reconciler removes (under the
+same lock, so never one that a live process is adding). Nothing ever writes
+into a layer's directory after that. A removed layer is renamed to
+``.rm-<pid>-<id>`` before it is deleted, so a crash midway leaves no
+half-deleted layer, only a leftover the reconciler removes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from sandbox.errors import LayerNotFound, StoreError
 from sandbox.store import atomic
+from sandbox.store.locks import locked
 
 
 @dataclass
@@ -50,6 +54,7 @@ class LayerStore:
 
     def __init__(self, root: Path) -> None:
         self.dir = root / "layers"
+        self.lock_path = root / "store.lock"
 
     def path(self, layer_id: str) -> Path:
         """The directory holding the layer's files."""
@@ -65,19 +70,26 @@ class LayerStore:
             if not os.path.lexists(self.path(layer_id)):
                 return layer_id
 
-    def add(self, source: Path, *, created_by: str, size: int, files: int) -> Layer:
+    def add(
+        self, source: Path, *, created_by: str, size: int, files: int, layer_id: str | None = None
+    ) -> Layer:
         """Make ``source`` a layer by renaming it into the store (same filesystem).
 
-        ``source`` is gone afterwards. If the process dies between the rename
-        and the metadata write, the directory is an orphan the reconciler
-        removes; nothing refers to it yet.
+        ``source`` is gone afterwards. The rename and the metadata are written
+        under the store lock; if the process dies between them, the directory
+        is an orphan the reconciler removes (or, for a commit, adopts).
+
+        Args:
+            layer_id: the ID to use (a commit records it before the rename);
+                None makes a fresh one.
         """
-        layer = Layer(self.new_id(), time.time(), size, files, created_by)
-        try:
-            os.rename(source, self.path(layer.id))
-        except OSError as exc:
-            raise StoreError(f"cannot add layer from {source}: {exc.strerror}") from exc
-        atomic.write_json(self._meta(layer.id), asdict(layer))
+        with locked(self.lock_path):
+            layer = Layer(layer_id or self.new_id(), time.time(), size, files, created_by)
+            try:
+                os.rename(source, self.path(layer.id))
+            except OSError as exc:
+                raise StoreError(f"cannot add layer from {source}: {exc.strerror}") from exc
+            atomic.write_json(self._meta(layer.id), asdict(layer))
         return layer
 
     def get(self, layer_id: str) -> Layer:
@@ -104,7 +116,12 @@ class LayerStore:
     def remove(self, layer_id: str) -> None:
         """Delete a layer: metadata first, so a crash leaves only an orphan dir."""
         self._meta(layer_id).unlink(missing_ok=True)
-        shutil.rmtree(self.path(layer_id), ignore_errors=True)
+        trash = self.dir / f".rm-{os.getpid()}-{layer_id}"
+        try:
+            os.rename(self.path(layer_id), trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def ids(self) -> list[str]:
         """Every committed layer."""

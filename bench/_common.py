@@ -1,0 +1,250 @@
+"""Helpers shared by the bench scripts: statistics, timed spawns, host facts, cleanup.
+
+Nothing here asserts: a bench prints figures, and a helper that cannot do its
+job returns a reason (a string) for the caller to print.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+# -- statistics -------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def p95(values: Sequence[float]) -> float:
+    """The 95th percentile by nearest rank (an observed value, never interpolated)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+@dataclass
+class Samples:
+    """Wall and CPU times of one method, in milliseconds, warm-up excluded."""
+
+    name: str
+    ms: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # user + system, every process involved
+    skipped: str = ""  # why the method was not (or no longer) measured
+
+    @property
+    def median(self) -> float:
+        return median(self.ms)
+
+    @property
+    def cpu_median(self) -> float:
+        return median(self.cpu)
+
+    @property
+    def p95(self) -> float:
+        return p95(self.ms)
+
+
+# -- timed processes --------------------------------------------------------------
+
+
+class SpawnFailed(Exception):
+    """A timed command exited non-zero; the message holds its stderr."""
+
+
+class Spawner:
+    """Runs a command and times it from posix_spawn(3) to waitpid(2), nothing else.
+
+    glibc's posix_spawn is a vfork-style clone plus exec, the cheapest way a
+    process can start another, so the harness adds as little as it can to every
+    method alike. stdin and stdout are /dev/null; stderr goes to a scratch file
+    that is read only when the command fails.
+    """
+
+    def __init__(self, scratch: str, env: dict[str, str]) -> None:
+        self.env = env
+        self.devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        self.errfd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.actions = [
+            (os.POSIX_SPAWN_DUP2, self.devnull, 0),
+            (os.POSIX_SPAWN_DUP2, self.devnull, 1),
+            (os.POSIX_SPAWN_DUP2, self.errfd, 2),
+        ]
+
+    def run(self, argv: list[str]) -> tuple[float, float]:
+        """Milliseconds from spawn to reaped exit, and CPU milliseconds it used.
+
+        The CPU time is wait4(2)'s: the command's and that of every descendant
+        it reaped (a runtime's container process, bwrap's init).
+
+        Raises:
+            SpawnFailed: the command exited non-zero (message: its stderr).
+        """
+        os.ftruncate(self.errfd, 0)
+        t0 = time.perf_counter_ns()
+        pid = os.posix_spawn(argv[0], argv, self.env, file_actions=self.actions)
+        try:
+            _, status, usage = os.wait4(pid, 0)
+        except BaseException:  # interrupted: the command must not outlive the bench
+            stop(pid)
+            raise
+        t1 = time.perf_counter_ns()
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            err = os.pread(self.errfd, 4096, 0).decode(errors="replace").strip()
+            raise SpawnFailed(f"`{' '.join(argv)}` exited {code}: {err or '(no output)'}")
+        return (t1 - t0) / 1e6, (usage.ru_utime + usage.ru_stime) * 1e3
+
+    def close(self) -> None:
+        for fd in (self.devnull, self.errfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def stop(pid: int, grace: float = 2.0) -> None:
+    """SIGTERM a child (runtimes and the CLI forward it and clean up), SIGKILL after ``grace``."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+            time.sleep(0.01)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    except ProcessLookupError:
+        pass
+
+
+# -- the host -----------------------------------------------------------------------
+
+
+def first_line(argv: list[str]) -> str:
+    """The first line a command prints (``--version``), or why there is none."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (out.stdout or out.stderr).strip()
+    return text.splitlines()[0] if text else "unknown"
+
+
+def cgroup_layout() -> str:
+    """``v2``, ``v1 hybrid`` (v1 hierarchies plus a cgroup2 at unified/) or ``v1``."""
+    fstypes = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            head, _, tail = line.partition(" - ")
+            fstypes[head.split(" ")[4]] = tail.split(" ")[0]
+    if fstypes.get(CGROUP_ROOT) == "cgroup2":
+        return "v2"
+    if fstypes.get(f"{CGROUP_ROOT}/unified") == "cgroup2":
+        return "v1 hybrid"
+    return "v1"
+
+
+def machine() -> dict[str, str]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": str(os.cpu_count()),
+        "kernel": platform.release(),
+        "cpu": model or platform.machine(),
+        "cgroups": cgroup_layout(),
+        "python": platform.python_version(),
+    }
+
+
+def apt_install(packages: list[str]) -> str:
+    """Install Debian packages; returns "" or why it failed (never raises)."""
+    if not packages:
+        return ""
+    if shutil.which("apt-get") is None:
+        return "apt-get not found"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        out = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", *packages],
+                             capture_output=True, text=True, env=env, timeout=600,
+                             check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"apt-get install failed: {exc}"
+    if out.returncode != 0:
+        lines = (out.stderr or out.stdout).strip().splitlines()
+        return f"apt-get install failed: {lines[-1] if lines else out.returncode}"
+    return ""
+
+
+# -- cleanup ------------------------------------------------------------------------
+
+
+def cgroup_parents() -> set[str]:
+    """The ``sandbox`` parent directories that exist in any hierarchy now."""
+    return set(glob.glob(f"{CGROUP_ROOT}/*/sandbox"))
+
+
+def remove_cgroups(pattern: str) -> list[str]:
+    """Kill what runs in, then remove, the cgroups matching ``sandbox/<pattern>``.
+
+    Deepest first (runtimes may nest), retried for ~2 s while the kernel still
+    counts dying tasks. Returns what could not be removed.
+    """
+    dirs = glob.glob(f"{CGROUP_ROOT}/*/sandbox/{pattern}") + glob.glob(
+        f"{CGROUP_ROOT}/*/sandbox/{pattern}/**/", recursive=True
+    )
+    left = []
+    for d in sorted({p.rstrip("/") for p in dirs}, key=lambda p: p.count("/"), reverse=True):
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                with open(f"{d}/cgroup.procs", encoding="ascii") as f:
+                    for pid in f.read().split():
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    left.append(d)
+                    break
+                time.sleep(0.02)
+    return left
+
+
+def remove_new_parents(before: set[str]) -> None:
+    """rmdir the ``sandbox`` parents this run made, if nothing else uses them now.
+
+    The engine recreates its parent on demand, so removing an empty one that
+    we made is harmless; a parent that is not empty is left alone (rmdir fails).
+    """
+    for parent in cgroup_parents() - before:
+        with contextlib.suppress(OSError):
+            os.rmdir(parent)
