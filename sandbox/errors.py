@@ -103,11 +103,9 @@ class ContainerNotRunning(Conflict):
 class ContainerRunning(Conflict):
     """The container is running, and the operation needs it stopped."""
 
-    def __init__(self, ref: str, what: str) -> None:
-        super().__init__(
-            f"You cannot {what} the running container {ref}: stop it first, "
-            "or use --force"
-        )
+    def __init__(self, ref: str, what: str, *, force_hint: bool = True) -> None:
+        hint = "stop it first (`sandbox kill`)" + (", or use --force" if force_hint else "")
+        super().__init__(f"You cannot {what} the running container {ref}: {hint}")
 
 
 class StoreError(SandboxError):

@@ -49,7 +49,11 @@ def inspect_command(objects: tuple[str, ...]) -> None:
             record = engine.store.containers.find(ref)
             result.append(views.container_inspect(engine.store, record))
         except NotFound:
-            result.append(views.image_inspect(engine.store, engine.image(ref)))
+            try:
+                image = engine.image(ref)
+            except NotFound:
+                raise NotFound(f"No such object: {ref} (neither a container nor an image)") from None
+            result.append(views.image_inspect(engine.store, image))
     click.echo(json.dumps(result, indent=4))
 
 

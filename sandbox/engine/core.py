@@ -28,6 +28,7 @@ from sandbox.errors import (
     InvalidArgument,
     LayerNotFound,
     RuntimeFailure,
+    SandboxError,
 )
 from sandbox.runtime import cgroups
 from sandbox.runtime.cgroups import Limits
@@ -247,14 +248,20 @@ class Engine:
         if record.state == RUNNING:
             raise Conflict(f"container {record.name} is already running")
         path = self.store.containers.path(record.id)
+        # The marker first: if this process dies from here on, the reconciler
+        # finds the cgroup and the container through it.
+        marker = self.store.running_dir / record.id
+        atomic.write_bytes(marker, f"{os.getpid()} {reconcile.process_start(os.getpid())}".encode())
         try:
             cgroup = self.driver.create(record.id, Limits.from_json(record.limits))
         except BaseException:
+            marker.unlink(missing_ok=True)
             if record.auto_remove:  # `run --rm`: a container that never ran leaves nothing
                 self.store.containers.delete(record)
             raise
         try:
             _write_etc_files(path, record.hostname)
+            _fresh_workdir(path / "work")
             lowers = list(reversed(record.layers + record.committed_layers))
             root = RootfsSpec(
                 layers_dir=str(self.store.layers.dir),
@@ -277,11 +284,8 @@ class Engine:
             raise
         except BaseException:
             cgroup.remove()
+            marker.unlink(missing_ok=True)
             raise
-        # The marker first: if this process dies from here on, the reconciler
-        # finds the container through it.
-        marker = self.store.running_dir / record.id
-        atomic.write_bytes(marker, f"{os.getpid()} {reconcile.process_start(os.getpid())}".encode())
         record.state, record.pid, record.started_at = RUNNING, spawned.pid, time.time()
         record.pid_start = reconcile.process_start(spawned.pid)
         record.monitor_pid, record.error = os.getpid(), ""
@@ -297,11 +301,13 @@ class Engine:
 
     def _exited(self, record: ContainerRecord, cgroup: cgroups.Cgroup, status: int) -> None:
         """Bookkeeping once the init is reaped: limits hit, cgroup removed, state saved."""
-        stats = cgroup.stats()
-        cgroup.remove()
+        record.oom_killed = cgroup.oom_killed()
+        record.pids_limit_hit = cgroup.pids_limit_hit()
+        try:
+            cgroup.remove()
+        except SandboxError:
+            pass  # still busy: the reconciler removes it (the marker stays for it)
         record.state, record.exit_code, record.finished_at = EXITED, status, time.time()
-        record.oom_killed = stats.oom_kills > 0
-        record.pids_limit_hit = stats.pids_limit_hits > 0
         limits = Limits.from_json(record.limits)
         if record.oom_killed:
             record.error = (
@@ -452,7 +458,7 @@ class Engine:
         with locked(self.store.lock_path):
             record = self.store.containers.find(ref)
             if record.state == RUNNING:
-                raise ContainerRunning(record.name, "commit")
+                raise ContainerRunning(record.name, "commit", force_hint=False)
             base = self._base_config(record)
             path = self.store.containers.path(record.id)
             upper = path / "upper"
@@ -584,6 +590,23 @@ def _check_hostname(hostname: str) -> None:
         raise InvalidArgument(
             f"invalid hostname {hostname!r}: use up to 63 letters, digits, - or ."
         )
+
+
+def _fresh_workdir(work: Path) -> None:
+    """Give overlayfs a work dir it accepts.
+
+    The overlay is mounted ``volatile`` (no syncfs of the whole host disk when
+    the container's mount namespace goes away, which otherwise dominates the
+    exit of a short container). A volatile mount leaves
+    ``work/work/incompat/volatile`` behind, and overlayfs refuses that work dir
+    until it is gone: a restarted container gets a new one. The upper dir is
+    untouched, so nothing the container wrote is lost.
+    """
+    if os.path.lexists(work / "work" / "incompat"):
+        import shutil
+
+        shutil.rmtree(work)
+        work.mkdir()
 
 
 def _write_etc_files(path: Path, hostname: str) -> None:

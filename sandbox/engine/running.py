@@ -101,8 +101,12 @@ class Running:
             return
         os.close(self.log_fd)
         self.spawned.close()
-        for callback in self._on_exit:
-            callback(self.status)
+        try:
+            for callback in self._on_exit:
+                callback(self.status)
+        except BaseException as exc:  # waiters must learn of it, not hang
+            self.exited.set_exception(exc)
+            raise
         self.exited.set_result(self.status)
 
     def close_output(self, stream: str) -> None:

@@ -507,4 +507,4 @@ def test_inspect_an_image_gives_the_fields_docker_clients_read(cli: Cli) -> None
 def test_inspect_of_something_that_does_not_exist_says_so(cli: Cli) -> None:
     result = cli("inspect", "no-such-thing-anywhere")
     assert result.returncode == 125
-    assert "No such image: no-such-thing-anywhere" in one_line(result.stderr)
+    assert "No such object: no-such-thing-anywhere" in one_line(result.stderr)
