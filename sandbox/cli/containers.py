@@ -52,7 +52,7 @@ def inspect_command(objects: tuple[str, ...]) -> None:
             try:
                 image = engine.image(ref)
             except NotFound:
-                raise NotFound(f"No such object: {ref} (neither a container nor an image)") from None
+                raise NotFound(f"No such object: {ref} (not a container or an image)") from None
             result.append(views.image_inspect(engine.store, image))
     click.echo(json.dumps(result, indent=4))
 

@@ -8,6 +8,7 @@ reconciler (``reconcile.py``) finishes or undoes what a crash interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import shlex
@@ -303,10 +304,8 @@ class Engine:
         """Bookkeeping once the init is reaped: limits hit, cgroup removed, state saved."""
         record.oom_killed = cgroup.oom_killed()
         record.pids_limit_hit = cgroup.pids_limit_hit()
-        try:
+        with contextlib.suppress(SandboxError):  # still busy: the reconciler removes it
             cgroup.remove()
-        except SandboxError:
-            pass  # still busy: the reconciler removes it (the marker stays for it)
         record.state, record.exit_code, record.finished_at = EXITED, status, time.time()
         limits = Limits.from_json(record.limits)
         if record.oom_killed:
