@@ -19,6 +19,7 @@ from typing import Any
 
 from sandbox import config
 from sandbox.engine import names, reconcile
+from sandbox.engine.events import EventBus
 from sandbox.engine.running import OutputListener, Running
 from sandbox.errors import (
     Conflict,
@@ -35,6 +36,7 @@ from sandbox.runtime import cgroups
 from sandbox.runtime.cgroups import Limits
 from sandbox.runtime.spawn import spawn
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
+from sandbox.runtime.zygote import Zygote
 from sandbox.store import Store, atomic
 from sandbox.store.containers import (
     COMMIT_MARKER,
@@ -63,12 +65,22 @@ class Engine:
     """
 
     def __init__(self, root: Path | None = None, *, driver: cgroups.CgroupDriver | None = None,
-                 reconcile_now: bool = True) -> None:  # fmt: skip
+                 reconcile_now: bool = True, zygote: bool = False) -> None:  # fmt: skip
         self.store = Store(root or config.store_root())
         self._driver = driver
+        # A long-lived engine (the daemon) clones through a lean fork server;
+        # a one-shot one (a CLI run) clones itself rather than start one.
+        self._zygote: Zygote | None = Zygote() if zygote else None
         self.running: dict[str, Running] = {}
+        self.events = EventBus()
         if reconcile_now:
             self.reconcile()
+
+    def close(self) -> None:
+        """Stop the zygote, if any (containers still running are not touched)."""
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
 
     @property
     def driver(self) -> cgroups.CgroupDriver:
@@ -158,9 +170,11 @@ class Engine:
             for tag in untag:
                 self.store.images.untag(tag)
                 result.append({"Untagged": tag})
+                self.events.image("untag", image.id, tag)
             if len(untag) == len(tags):
                 self.store.images.delete(image.id)
                 result.append({"Deleted": f"sha256:{image.id}"})
+                self.events.image("delete", image.id, ref)
                 self.collect_layers()
         return result
 
@@ -232,7 +246,9 @@ class Engine:
             _check_hostname(hostname)
         with locked(self.store.lock_path):
             self.store.images.load(img.id)  # ImageNotFound if an rmi took it meanwhile
-            return self.store.containers.create(record)
+            created = self.store.containers.create(record)
+        self.events.container("create", created)
+        return created
 
     def start(self, ref: str, *, listener: OutputListener | None = None) -> Running:
         """Start a created (or exited) container; returns its pump.
@@ -258,7 +274,7 @@ class Engine:
         except BaseException:
             marker.unlink(missing_ok=True)
             if record.auto_remove:  # `run --rm`: a container that never ran leaves nothing
-                self.store.containers.delete(record)
+                self._delete(record)
             raise
         try:
             _write_etc_files(path, record.hostname)
@@ -276,7 +292,7 @@ class Engine:
             proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir,
                                hostname=record.hostname, tty=record.tty)  # fmt: skip
             spawned = spawn(root, proc, join_files=cgroup.join_files(),
-                            open_stdin=record.open_stdin)  # fmt: skip
+                            open_stdin=record.open_stdin, zygote=self._zygote)  # fmt: skip
         except RuntimeFailure as exc:
             cgroup.remove()
             record.state, record.exit_code = EXITED, 127 if exc.step == "exec" else 125
@@ -294,10 +310,12 @@ class Engine:
         self.store.containers.save(record)
         running = Running(spawned, str(path / "log.jsonl"), asyncio.get_running_loop())
         running.record = record
+        running.cgroup = cgroup  # for stats()
         if listener is not None:
             running.listeners.append(listener)
         self.running[record.id] = running
         running.on_exit(lambda status: self._exited(record, cgroup, status))
+        self.events.container("start", record)
         return running
 
     def _exited(self, record: ContainerRecord, cgroup: cgroups.Cgroup, status: int) -> None:
@@ -321,6 +339,10 @@ class Engine:
         self.running.pop(record.id, None)
         # `rm -f` (maybe from another process) asks for removal in the saved state.
         record.auto_remove = record.auto_remove or self._removal_requested(record.id)
+        if record.oom_killed:
+            self.events.container("oom", record)
+        self.events.container("die", record, exitCode=str(status),
+                              execDuration=str(int(record.finished_at - record.started_at)))  # fmt: skip
         self._finish(record)
 
     def _removal_requested(self, cid: str) -> bool:
@@ -331,7 +353,7 @@ class Engine:
 
     def _finish(self, record: ContainerRecord) -> None:
         if record.auto_remove:
-            self.store.containers.delete(record)
+            self._delete(record)
         else:
             self.store.containers.save(record)
         (self.store.running_dir / record.id).unlink(missing_ok=True)
@@ -370,7 +392,29 @@ class Engine:
         if record.state != RUNNING or not reconcile.same_process(record.pid, record.pid_start):
             raise ContainerNotRunning(record.name)
         os.kill(record.pid, sig)
+        self.events.container("kill", record, signal=str(int(sig)))
         return record
+
+    def stats(self, ref: str) -> cgroups.CgroupStats | None:
+        """A sample of a running container's cgroup counters; None if it is not running.
+
+        Cheap for a container this engine runs, looked up by its full ID: no
+        store access, only the cgroup files (the stats stream reads it up to
+        10 times a second).
+
+        Raises:
+            ContainerNotFound: no such container.
+        """
+        running = self.running.get(ref)
+        if running is not None:
+            return running.cgroup.stats()  # type: ignore[no-any-return]
+        record = self.store.containers.find(ref)
+        running = self.running.get(record.id)
+        if running is not None:
+            return running.cgroup.stats()  # type: ignore[no-any-return]
+        if record.state == RUNNING and reconcile.same_process(record.pid, record.pid_start):
+            return self.driver.open(record.id).stats()  # run by another process
+        return None
 
     def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
         """Remove a container and its upper layer.
@@ -390,8 +434,13 @@ class Engine:
             if record.id not in self.running:
                 self._wait_removed(record)
             return record
-        self.store.containers.delete(record)
+        self._delete(record)
         return record
+
+    def _delete(self, record: ContainerRecord) -> None:
+        """Delete a container from the store, and tell the subscribers."""
+        self.store.containers.delete(record)
+        self.events.container("destroy", record)
 
     def _wait_removed(self, record: ContainerRecord) -> None:
         """Wait until the process that ran a killed container has deleted it.
@@ -410,7 +459,7 @@ class Engine:
             if current.state != RUNNING:
                 break
             time.sleep(0.01)
-        self.store.containers.delete(current)
+        self._delete(current)
 
     # -- copy-on-write -------------------------------------------------------------
 
@@ -497,7 +546,23 @@ class Engine:
             cfg["config"] = dict(cfg.get("config", {}))
             if len(layers) > MAX_DEPTH:
                 layers, cfg["history"] = self._squash(layers, cfg["history"])
-            return self.store.images.add(layers, cfg, owner=owner, tag=repo_tag)
+            image = self.store.images.add(layers, cfg, owner=owner, tag=repo_tag)
+        self.events.container("commit", record, comment=message, imageID=f"sha256:{image.id}",
+                              imageRef=repo_tag or "")  # fmt: skip
+        if repo_tag:
+            self.events.image("tag", image.id, repo_tag)
+        return image
+
+    def tag(self, ref: str, repo_tag: str) -> Image:
+        """Tag an image (``repo_tag`` is a checked ``name:tag``); returns it.
+
+        Raises:
+            ImageNotFound: no image ``ref``.
+        """
+        image = self.store.images.resolve(ref)
+        self.store.images.tag(image.id, repo_tag)
+        self.events.image("tag", image.id, repo_tag)
+        return image
 
     def _base_config(self, record: ContainerRecord) -> dict[str, Any]:
         """The config of the container's image, rebuilt from the record if it was removed."""

@@ -93,13 +93,14 @@ def mount_dev(root: str, readonly: bool) -> None:
     """A tmpfs /dev with six device nodes, a private devpts, /dev/shm and mqueue."""
     dev = root + "/dev"
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    umask = os.umask(0)  # mknod and mkdir honour the umask; the modes below are exact
     for name, major, minor in DEVICES:
         sc.mknod(f"{dev}/{name}", stat.S_IFCHR | 0o666, major, minor)
-        os.chmod(f"{dev}/{name}", 0o666)  # mknod is subject to the umask
     for name, target in DEV_LINKS:
         os.symlink(target, f"{dev}/{name}")
     for name in ("pts", "shm", "mqueue"):
         os.mkdir(f"{dev}/{name}", 0o755)
+    os.umask(umask)
     sc.mount("devpts", dev + "/pts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
              "newinstance,ptmxmode=0666,mode=0620,gid=5")  # fmt: skip
     sc.mount("shm", dev + "/shm", "tmpfs", PROC_FLAGS, "mode=1777,size=65536k")
@@ -113,18 +114,35 @@ def mount_sys(root: str) -> None:
     sc.mount("sysfs", root + "/sys", "sysfs", PROC_FLAGS | sc.MS_RDONLY)
 
 
+def _masks() -> tuple[tuple[str, bool], ...]:
+    """The masked paths this kernel has, and whether each is a directory.
+
+    /proc and /sys show the same kernel's entries in every container, so this
+    is worked out once in the engine, not in every container's first process.
+    """
+    found = []
+    for path in MASKED_PATHS:
+        try:
+            found.append((path, stat.S_ISDIR(os.lstat(path).st_mode)))
+        except OSError:
+            continue
+    return tuple(found)
+
+
+MASKS = _masks()
+
+
 def mask_paths(root: str) -> None:
     """Hide the /proc and /sys files that leak host data or hardware control."""
-    for path in MASKED_PATHS:
+    for path, is_dir in MASKS:
         target = root + path
         try:
-            st = os.lstat(target)
+            if is_dir:
+                sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY | PROC_FLAGS, "size=0")
+            else:
+                sc.mount(root + "/dev/null", target, None, sc.MS_BIND)
         except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY | PROC_FLAGS, "size=0")
-        else:
-            sc.mount(root + "/dev/null", target, None, sc.MS_BIND)
+            continue  # not in this namespace's view: nothing to hide
 
 
 def readonly_paths(root: str) -> None:

@@ -26,13 +26,17 @@ import signal
 import socket
 import threading
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from sandbox.errors import CommandNotFound, RuntimeFailure
 from sandbox.runtime import capabilities, network, rootfs
 from sandbox.runtime import syscalls as sc
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
+
+if TYPE_CHECKING:
+    from sandbox.runtime.zygote import Zygote
 
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET | sc.CLONE_NEWPID
 INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/local/bin/tini-static", "/sbin/tini-static")
@@ -101,12 +105,67 @@ def init_memfd() -> int:
     return fd
 
 
+@dataclass
+class ChildPlan:
+    """Everything the cloned child needs, computed before the clone.
+
+    It crosses to the zygote as JSON, so it holds only plain data.
+    """
+
+    root: RootfsSpec
+    proc: ProcessSpec
+    join_files: list[str]
+    keep_caps: int
+    drop_caps: list[int]
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChildPlan:
+        return cls(RootfsSpec(**data["root"]), ProcessSpec(**data["proc"]), data["join_files"],
+                   data["keep_caps"], data["drop_caps"])  # fmt: skip
+
+
+def clone_child(plan: ChildPlan, err_w: int, stdio: list[int], console: int | None,
+                init_fd: int, *, parent: bool = False) -> int:  # fmt: skip
+    """Clone the container's first process; in the caller, return its PID.
+
+    ``stdio`` are the child's ends (stdin, stdout, stderr) for a non-tty
+    container, ``console`` a socket to send a pty master on for a tty one.
+    With ``parent`` (the zygote's case) the child is made a sibling of the
+    caller (CLONE_PARENT), so the engine that asked is its parent: it reaps it,
+    and PDEATHSIG ties the container to the engine.
+    """
+    flags = NAMESPACES | signal.SIGCHLD | (sc.CLONE_PARENT if parent else 0)
+    pid = sc.clone(flags)
+    if pid:
+        return pid
+    # The child: never return into the caller's frames.
+    code = EXIT_SETUP_FAILED
+    try:
+        sock = socket.socket(fileno=console) if console is not None else None
+        _child(plan, stdio, sock, init_fd)
+    except CommandNotFound as exc:
+        code = 127
+        _report(err_w, "exec", errno_mod.ENOENT, str(exc), not_found=True)
+    except rootfs.StepFailed as exc:
+        _report(err_w, exc.step, exc.errno, exc.detail)
+    except BaseException as exc:
+        detail = traceback.format_exc() if os.environ.get("SANDBOX_DEBUG") else str(exc)
+        _report(err_w, "start container process", getattr(exc, "errno", 0) or 0, detail)
+    finally:
+        os._exit(code)
+    raise AssertionError("unreachable")  # [should never happen]
+
+
 def spawn(
     root: RootfsSpec,
     proc: ProcessSpec,
     *,
     join_files: list[str],
     open_stdin: bool = False,
+    zygote: Zygote | None = None,
 ) -> Spawned:
     """Clone a container process and wait until it has exec'd its init.
 
@@ -115,59 +174,56 @@ def spawn(
         proc: the command, environment, working directory and terminal.
         join_files: cgroup.procs files the child joins before anything else.
         open_stdin: give a non-tty container a stdin pipe (else /dev/null).
+        zygote: clone through this fork server (None: clone this process,
+            which must then be single-threaded).
 
     Raises:
         CommandNotFound: the command is not on the container's PATH (the
             child has exited with status 127 and been reaped).
         RuntimeFailure: a setup step failed; the message names it.
     """
-    if threading.active_count() != 1:  # [should never happen] see syscalls.clone
-        raise RuntimeFailure("containers must be started from a single-threaded process")
-    init_fd = init_memfd()
+    if zygote is None and threading.active_count() != 1:
+        raise RuntimeFailure(
+            "containers must be started from a single-threaded process or through a zygote"
+        )
     keep = capabilities.mask(capabilities.DEFAULT_CAPS)
-    caps = (keep, capabilities.to_drop(keep))
+    plan = ChildPlan(root, proc, join_files, keep, list(capabilities.to_drop(keep)))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    ends: dict[str, tuple[int, int]] = {}
+    parent_ends: dict[str, int] = {}
+    child_ends: list[int] = []
     console: tuple[socket.socket, socket.socket] | None = None
     if proc.tty:
         console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     else:
-        ends["stdout"] = os.pipe2(os.O_CLOEXEC)
-        ends["stderr"] = os.pipe2(os.O_CLOEXEC)
         if open_stdin:
-            ends["stdin"] = os.pipe2(os.O_CLOEXEC)
-
-    pid = sc.clone(NAMESPACES | signal.SIGCHLD)
-    if pid == 0:  # the child: never return into the caller's frames
-        code = EXIT_SETUP_FAILED
-        try:
-            os.close(err_r)
-            stdio = _child_stdio(ends)
-            _child(root, proc, join_files, stdio, console[1] if console else None, init_fd, caps)
-        except CommandNotFound as exc:
-            code = 127
-            _report(err_w, "exec", errno_mod.ENOENT, str(exc), not_found=True)
-        except rootfs.StepFailed as exc:
-            _report(err_w, exc.step, exc.errno, exc.detail)
-        except BaseException:
-            if os.environ.get("SANDBOX_DEBUG"):
-                exc = Exception(traceback.format_exc())
-            _report(err_w, "start container process", getattr(exc, "errno", 0) or 0, str(exc))
-        finally:
-            os._exit(code)
-
-    os.close(err_w)
-    started = Spawned(pid=pid, pidfd=os.pidfd_open(pid))
-    for name, (r, w) in ends.items():
-        if name == "stdin":
-            os.close(r)
-            started.stdin = w
+            r, w = os.pipe2(os.O_CLOEXEC)
+            parent_ends["stdin"], stdin = w, r
         else:
-            os.close(w)
-            setattr(started, name, r)
+            stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+        child_ends.append(stdin)
+        for name in ("stdout", "stderr"):
+            r, w = os.pipe2(os.O_CLOEXEC)
+            parent_ends[name] = r
+            child_ends.append(w)
+    console_fd = console[1].fileno() if console else None
     try:
+        if zygote is not None:
+            pid = zygote.clone(plan, err_w, child_ends, console_fd)
+        else:
+            pid = clone_child(plan, err_w, child_ends, console_fd, init_memfd())
+    except BaseException:
+        for fd in (err_r, *parent_ends.values()):
+            os.close(fd)
+        raise
+    finally:
+        os.close(err_w)
+        for fd in child_ends:
+            os.close(fd)
         if console is not None:
             console[1].close()
+    started = Spawned(pid=pid, pidfd=os.pidfd_open(pid), **parent_ends)
+    try:
+        if console is not None:
             started.pty = _receive_pty(console[0])
         _wait_exec(err_r, started)
     finally:
@@ -177,22 +233,11 @@ def spawn(
     return started
 
 
-def _child_stdio(ends: dict[str, tuple[int, int]]) -> tuple[int, int, int] | None:
-    """The child's ends of the pipes as (stdin, stdout, stderr); None for a tty."""
-    if "stdout" not in ends:
-        return None
-    stdin = ends["stdin"][0] if "stdin" in ends else os.open("/dev/null", os.O_RDONLY)
-    return stdin, ends["stdout"][1], ends["stderr"][1]
-
-
 def _child(
-    root: RootfsSpec,
-    proc: ProcessSpec,
-    join_files: list[str],
-    stdio: tuple[int, int, int] | None,
+    plan: ChildPlan,
+    stdio: list[int],
     console: socket.socket | None,
     init_fd: int,
-    caps: tuple[int, tuple[int, ...]],
 ) -> None:
     """The container's first process: set up, then exec the init. Never returns.
 
@@ -205,12 +250,12 @@ def _child(
     # If the engine dies, so does the container: nothing runs unwatched.
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
     os.setsid()
-    if stdio is not None:
-        for target, fd in enumerate(stdio):
-            os.dup2(fd, target)
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
     # Join the cgroup before anything else, so every later allocation is counted
     # and limited; then hide the host's cgroup paths.
-    for path in join_files:
+    root, proc = plan.root, plan.proc
+    for path in plan.join_files:
         fd = os.open(path, os.O_WRONLY)
         os.write(fd, b"0")
         os.close(fd)
@@ -223,7 +268,7 @@ def _child(
     rootfs.enter_workdir(proc.cwd)
     _check_command(proc)
     sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    capabilities.limit_to(*caps)
+    capabilities.limit_to(plan.keep_caps, tuple(plan.drop_caps))
     # No host fd may leak in (CVE-2024-21626): everything above 2 closes at exec.
     sc.close_range_cloexec(3)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):

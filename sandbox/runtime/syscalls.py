@@ -37,6 +37,7 @@ _libc: Any = _ffi.dlopen(None)
 
 # Namespace flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
+CLONE_PARENT = 0x00008000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000

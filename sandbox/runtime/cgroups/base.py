@@ -49,7 +49,13 @@ class Limits:
 
 @dataclass
 class CgroupStats:
-    """One sample of a container's cgroup counters (bytes, nanoseconds)."""
+    """One sample of a container's cgroup counters (bytes, nanoseconds).
+
+    ``memory_stat`` is the whole ``memory.stat`` file (v1 keys such as
+    ``total_inactive_file``, v2 keys such as ``inactive_file``), which Docker's
+    stats pass through as ``memory_stats.stats``. The ``cpu_*periods`` and
+    ``cpu_throttled_ns`` fields are the CFS quota's bookkeeping (``cpu.stat``).
+    """
 
     memory_usage: int = 0
     memory_peak: int = 0
@@ -64,6 +70,10 @@ class CgroupStats:
     pids_limit: int | None = None
     oom_kills: int = 0
     pids_limit_hits: int = 0
+    memory_stat: dict[str, int] = field(default_factory=dict)
+    cpu_periods: int = 0
+    cpu_throttled_periods: int = 0
+    cpu_throttled_ns: int = 0
 
 
 class Cgroup(abc.ABC):

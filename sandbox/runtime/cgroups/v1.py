@@ -274,7 +274,8 @@ class CgroupV1(Cgroup):
             st.memory_peak = read_int(f"{mem}/memory.max_usage_in_bytes")
             limit = read_int(f"{mem}/memory.limit_in_bytes")
             st.memory_limit = limit if 0 < limit < _UNLIMITED else None
-            st.memory_inactive_file = read_keys(f"{mem}/memory.stat").get("total_inactive_file", 0)
+            st.memory_stat = read_keys(f"{mem}/memory.stat")
+            st.memory_inactive_file = st.memory_stat.get("total_inactive_file", 0)
             st.oom_kills = read_keys(f"{mem}/memory.oom_control").get("oom_kill", 0)
         if acct:
             st.cpu_usage_ns = read_int(f"{acct}/cpuacct.usage")
@@ -287,6 +288,10 @@ class CgroupV1(Cgroup):
             period = read_int(f"{cpu}/cpu.cfs_period_us")
             if quota > 0 and period > 0:
                 st.nano_cpus = quota * 1_000_000_000 // period
+            throttling = read_keys(f"{cpu}/cpu.stat")
+            st.cpu_periods = throttling.get("nr_periods", 0)
+            st.cpu_throttled_periods = throttling.get("nr_throttled", 0)
+            st.cpu_throttled_ns = throttling.get("throttled_time", 0)
         if pids:
             st.pids_current = read_int(f"{pids}/pids.current")
             st.pids_limit = read_limit(f"{pids}/pids.max")

@@ -138,11 +138,15 @@ class CgroupV2(Cgroup):
         self._peak = max(self._peak, peak, st.memory_usage)
         st.memory_peak = peak or self._peak
         st.memory_limit = read_limit(f"{p}/memory.max")
-        st.memory_inactive_file = read_keys(f"{p}/memory.stat").get("inactive_file", 0)
+        st.memory_stat = read_keys(f"{p}/memory.stat")
+        st.memory_inactive_file = st.memory_stat.get("inactive_file", 0)
         cpu = read_keys(f"{p}/cpu.stat")
         st.cpu_usage_ns = cpu.get("usage_usec", 0) * 1000
         st.cpu_user_ns = cpu.get("user_usec", 0) * 1000
         st.cpu_system_ns = cpu.get("system_usec", 0) * 1000
+        st.cpu_periods = cpu.get("nr_periods", 0)
+        st.cpu_throttled_periods = cpu.get("nr_throttled", 0)
+        st.cpu_throttled_ns = cpu.get("throttled_usec", 0) * 1000
         try:
             quota, period = read_file(f"{p}/cpu.max").split()
         except FileNotFoundError:
