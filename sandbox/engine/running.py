@@ -40,6 +40,7 @@ class Running:
     def __init__(self, spawned: Spawned, log_path: str, loop: asyncio.AbstractEventLoop) -> None:
         self.spawned = spawned
         self.record: Any = None  # the engine's ContainerRecord, updated at exit
+        self.cgroup: Any = None  # its Cgroup (the engine's stats() reads it)
         self.loop = loop
         self.listeners: list[OutputListener] = []
         self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
