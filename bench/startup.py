@@ -32,6 +32,7 @@ import json
 import os
 import random
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -476,6 +477,22 @@ class Bench:
 
     # -- cleanup -------------------------------------------------------------------
 
+    def stop_daemon(self) -> None:
+        """Stop the sandboxd that the CLI runs started for the store (SIGTERM), and wait."""
+        try:
+            pid = int((self.tmp / "store" / "sandboxd.pid").read_text())
+            if b"sandboxd" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return  # a stale PID, now another process's
+            fd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return  # none was started, or it is gone
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+            if not select.select([fd], [], [], 30)[0]:
+                self.err.print(f"[yellow]sandboxd ({pid}) did not stop in 30 s[/]")
+        finally:
+            os.close(fd)
+
     def cleanup(self) -> None:
         """Remove everything this run made; print what could not be removed."""
         for method in self.methods:
@@ -483,6 +500,7 @@ class Bench:
                 method.close()
             except Exception as exc:
                 self.err.print(f"[yellow]cleanup of {method.name}: {exc}[/]")
+        self.stop_daemon()
         if self.engine is not None:
             try:
                 self.engine.reconcile()  # containers the CLI runs left behind

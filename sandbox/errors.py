@@ -9,6 +9,7 @@ what went wrong and what to do. Callers pick the level they need::
     ├── NotFound
     │   ├── ImageNotFound
     │   ├── ContainerNotFound
+    │   ├── ExecNotFound              no exec instance with this ID (``docker exec``)
     │   └── LayerNotFound
     ├── Conflict                      a name in use, a running container removed...
     │   ├── ContainerNotRunning
@@ -16,7 +17,8 @@ what went wrong and what to do. Callers pick the level they need::
     ├── StoreError                    the store on disk is damaged or locked
     ├── RuntimeFailure                a container could not be set up (names the step)
     │   └── CommandNotFound           the container's command does not exist (exit 127)
-    └── PermissionDenied              the caller may not touch this object
+    ├── PermissionDenied              the caller may not touch this object
+    └── DaemonUnreachable             no daemon answers (and none could be started)
 
 The daemon maps each class to an HTTP status (``http_status``); the client
 turns a status and message back into the same class; the CLI prints the
@@ -83,6 +85,14 @@ class ContainerNotFound(NotFound):
         self.ref = ref
 
 
+class ExecNotFound(NotFound):
+    """No exec instance with this ID (they live until their container exits)."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"No such exec instance: {ref}")
+        self.ref = ref
+
+
 class LayerNotFound(NotFound):
     """A layer the store refers to is missing."""
 
@@ -133,12 +143,20 @@ class PermissionDenied(SandboxError):
     http_status = 403
 
 
+class DaemonUnreachable(SandboxError):
+    """No sandbox daemon answers on the socket, and none could be started."""
+
+    http_status = 503
+
+
 __all__ = [
     "CommandNotFound",
     "Conflict",
     "ContainerNotFound",
     "ContainerNotRunning",
     "ContainerRunning",
+    "DaemonUnreachable",
+    "ExecNotFound",
     "ImageNotFound",
     "InvalidArgument",
     "LayerNotFound",

@@ -1,8 +1,9 @@
-"""Parse and print the sizes and CPU amounts users type (``64m``, ``0.5``)."""
+"""Parse and print the sizes and CPU amounts users type (``64m``, ``0.5``), and durations."""
 
 from __future__ import annotations
 
 import re
+import time
 
 from sandbox.errors import InvalidArgument
 
@@ -56,6 +57,20 @@ def human_size(n: int | float, *, base: int = 1000) -> str:
         if abs(value) < base or unit == units[-1]:
             if unit == "B":
                 return f"{int(value)}{unit}"
-            return f"{value:.3g}{unit}"
+            text = f"{value:.3g}"
+            # 999.5 to 1023 would read 1e+03: print such a value whole, as 1023KiB.
+            return f"{text if 'e' not in text else f'{value:.0f}'}{unit}"
         value /= base
     raise AssertionError("unreachable")  # [should never happen]
+
+
+def ago(epoch: float, now: float | None = None) -> str:
+    """``5 seconds``, ``2 minutes``, as Docker words durations."""
+    delta = max(0, int((now or time.time()) - epoch))
+    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if delta >= seconds:
+            n = delta // seconds
+            return f"{n} {unit}{'s' if n > 1 else ''}"
+    if delta < 1:
+        return "Less than a second"
+    return "1 second" if delta == 1 else f"{delta} seconds"

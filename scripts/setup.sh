@@ -31,6 +31,12 @@ if [ -n "$missing" ]; then
   apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
+# The group whose members may talk to the daemon's socket (as Docker's `docker`).
+if [ "$(id -u)" = 0 ] && ! getent group sandbox >/dev/null; then
+  log "creating the group sandbox (its members may use sandboxd)"
+  groupadd --system sandbox
+fi
+
 # 2. The virtual environment and the package (editable, so the checkout is live).
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"

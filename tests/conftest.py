@@ -4,12 +4,20 @@ Every test runs against its own SANDBOX_ROOT (never a user's), and the
 ``no_leaks`` fixture, used by every test, fails the test if it left behind a
 mount, a cgroup under ``sandbox/``, a container process, a network namespace,
 a host network link or a temp directory.
+
+The CLI is a client of a daemon: the first ``sandbox`` command on a store
+starts the store's own ``sandboxd`` (its socket inside the store, never the
+system's). The store fixtures stop that daemon when they end, and check that
+its log holds no traceback.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -104,19 +112,78 @@ def no_leaks() -> Iterator[None]:
     assert not extra, f"the test leaked: {extra}"
 
 
+def daemon_pid(root: Path) -> int | None:
+    """The PID of the sandboxd serving ``root``, or None if none does.
+
+    A daemon holds ``<root>/sandboxd.lock`` for its whole life and writes its
+    PID to ``<root>/sandboxd.pid`` once it holds it.
+    """
+    lock_path = root / "sandboxd.lock"
+    if not lock_path.exists():
+        return None
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None  # nobody holds it
+        except BlockingIOError:
+            pass
+    deadline = time.monotonic() + 10
+    while True:  # a daemon that is starting writes its PID just after the lock
+        try:
+            return int((root / "sandboxd.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            assert time.monotonic() < deadline, f"sandboxd of {root} holds its lock, no PID"
+            time.sleep(0.02)
+
+
+def stop_daemon(root: Path, timeout: float = 30) -> None:
+    """Stop the sandboxd serving ``root`` (SIGTERM), wait for its end, check its log.
+
+    It stops its containers first (they get SIGTERM, then SIGKILL), so after
+    this nothing of the store runs any more.
+    """
+    pid = daemon_pid(root)
+    if pid is not None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = None
+        if fd is not None:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGTERM)
+                ready, _, _ = select.select([fd], [], [], timeout)
+                if not ready:
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+                    raise AssertionError(f"sandboxd ({pid}) of {root} ignored SIGTERM")
+            finally:
+                os.close(fd)
+    log = root / "sandboxd.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    assert "Traceback" not in text, f"sandboxd of {root} logged a traceback:\n{text[-20000:]}"
+
+
 @pytest.fixture(scope="session")
 def session_root() -> Iterator[Path]:
-    """A store shared by the session's tests, with the base image built once."""
+    """A store shared by the session's tests, with the base image built once.
+
+    Its daemon is started here, by a first ``sandbox`` command, so that no
+    test sees the notice of the start; it is stopped at the end.
+    """
     root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX + "store-"))
     os.environ["SANDBOX_ROOT"] = str(root)
     try:
         from sandbox.engine import Engine
 
         Engine(root).ensure_base()
+        first = sandbox_cmd("ps", root=root)
+        assert first.returncode == 0, first.stderr.decode()
         yield root
     finally:
-        os.environ.pop("SANDBOX_ROOT", None)
-        shutil.rmtree(root, ignore_errors=True)
+        try:
+            stop_daemon(root)
+        finally:
+            os.environ.pop("SANDBOX_ROOT", None)
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -132,7 +199,10 @@ def fresh_root() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            stop_daemon(path)  # the one its first `sandbox` command started
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -7,26 +7,27 @@ import time
 import click
 from rich.console import Console
 
+from sandbox.cli.connect import connect
 from sandbox.cli.output import console, table
-from sandbox.engine import Engine, views
-from sandbox.units import human_size
+from sandbox.units import ago, human_size
 
 
 @click.command("images")
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 def images_command(quiet: bool) -> None:
     """List images."""
-    engine = Engine()
+    with connect() as client:
+        found = client.images()
     t = table("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
-    for image in engine.store.images.list():
+    for image in found:
+        short_id = image["Id"].removeprefix("sha256:")[:12]
         if quiet:
-            click.echo(image.short_id)
+            click.echo(short_id)
             continue
-        size = human_size(views.image_size(engine.store, image))
-        created = views.image_summary(engine.store, image)["Created"]
-        for tag in image.tags or ["<none>:<none>"]:
+        for tag in image["RepoTags"] or ["<none>:<none>"]:
             repo, _, name = tag.rpartition(":")
-            t.add_row(repo, name, image.short_id, f"{views.ago(created)} ago", size)
+            t.add_row(repo, name, short_id, f"{ago(image['Created'])} ago",
+                      human_size(image["Size"]))  # fmt: skip
     if not quiet:
         console.print(t)
 
@@ -36,16 +37,16 @@ def images_command(quiet: bool) -> None:
 @click.argument("image")
 def history_command(image: str, no_trunc: bool) -> None:
     """Show an image's layers, newest first: what made each and its size."""
-    engine = Engine()
-    img = engine.image(image)
+    with connect() as client:
+        rows = client.history(image)
     t = table("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
     now = time.time()
-    for row in views.image_history(engine.store, img):
+    for row in rows:
         created_by = row["CreatedBy"]
         if not no_trunc and len(created_by) > 45:
             created_by = created_by[:44] + "…"
         ident = row["Id"].removeprefix("sha256:")[:12] if row["Id"] != "<missing>" else "<missing>"
-        t.add_row(ident, f"{views.ago(row['Created'], now)} ago", created_by,
+        t.add_row(ident, f"{ago(row['Created'], now)} ago", created_by,
                   human_size(row["Size"]), row["Comment"])  # fmt: skip
     out = console
     if no_trunc:
@@ -62,11 +63,11 @@ def history_command(image: str, no_trunc: bool) -> None:
 @click.argument("images", nargs=-1, required=True)
 def rmi_command(images: tuple[str, ...], force: bool) -> None:
     """Remove images (untag; delete once no tag is left)."""
-    engine = Engine()
-    for ref in images:
-        for item in engine.remove_image(ref, force=force):
-            for key, value in item.items():
-                click.echo(f"{key}: {value}")
+    with connect() as client:
+        for ref in images:
+            for item in client.remove_image(ref, force):
+                for key, value in item.items():
+                    click.echo(f"{key}: {value}")
 
 
 @click.command("tag")
@@ -74,8 +75,8 @@ def rmi_command(images: tuple[str, ...], force: bool) -> None:
 @click.argument("target")
 def tag_command(source: str, target: str) -> None:
     """Give the image SOURCE another name TARGET."""
-    engine = Engine()
-    engine.store.images.tag(engine.image(source).id, target)
+    with connect() as client:
+        client.tag(source, target)
 
 
 @click.group("image")
@@ -86,13 +87,13 @@ def image_group() -> None:
 @image_group.command("build-base")
 def build_base_command() -> None:
     """(Re)build the default image `base` from this host's shell tools."""
-    engine = Engine()
-    started = time.perf_counter()
-    image = engine.build_base()
-    size = views.image_size(engine.store, image)
+    with connect() as client:
+        built = client.build_base()
+    short_id = built["Id"].removeprefix("sha256:")[:12]
     console.print(
-        f"built base:latest ({image.short_id}) in {time.perf_counter() - started:.1f} s, "
-        f"{human_size(size)}: {image.history[-1]['created_by']}"
+        f"built base:latest ({short_id}) in {built['Seconds']:.1f} s, "
+        f"{human_size(built['Size'])}: {built['CreatedBy']}",
+        markup=False,
     )
 
 

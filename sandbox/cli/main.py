@@ -1,8 +1,12 @@
 """``sandbox``: the command line, one subcommand group per module.
 
+Every command is a client of the daemon (``sandbox.client``); when none
+answers, one is started for the user, who is told so once.
+
 Every failure the user can cause prints one line, ``sandbox: <what went
 wrong and what to do>``, and exits non-zero (125 like ``docker run`` for
-engine errors); ``--debug`` shows the traceback too.
+errors of the daemon, 127 for a command not found in the container);
+``--debug`` shows the traceback too.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import traceback
 
 import click
 
-from sandbox.cli import containers, images, run
+from sandbox.cli import containers, images, run, stats
+from sandbox.cli import exec as exec_
 from sandbox.cli.output import err_console
 from sandbox.errors import CommandNotFound, SandboxError
 
@@ -27,7 +32,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (run, containers, images):
+for module in (run, containers, exec_, stats, images):
     for command in module.COMMANDS:
         cli.add_command(command)
 

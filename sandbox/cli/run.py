@@ -1,17 +1,23 @@
 """``sandbox run``, ``create`` and ``start``: make containers and run them attached.
 
+``run`` is what the docker CLI does: create, attach, wait, start, then the
+output until the container exits, and its exit status as ours. With ``-d``
+it creates and starts, prints the ID and returns: the container outlives
+the command. Without ``-d`` the container is the command's: if the command
+is killed, the daemon kills the container too (the ``sandbox.foreground``
+label, see sandbox/daemon/routes/containers.py).
+
 EXAMPLE:
     sandbox run --rm base echo hello
     sandbox run --rm --memory 64m --pids-limit 64 base bash -c 'ps -ef'
     sandbox run -it --rm base bash
+    sandbox run -d --name web base sleep 1000
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +25,14 @@ from typing import Any
 import click
 
 from sandbox.cli import terminal
-from sandbox.cli.output import err_console
-from sandbox.engine import Engine, Running
+from sandbox.cli.connect import connect
+from sandbox.client import AsyncClient
 from sandbox.errors import InvalidArgument
-from sandbox.runtime.cgroups import Limits
 from sandbox.units import parse_cpus, parse_memory_swap, parse_size
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's floor: below this a shell cannot even start
 MIN_NANO_CPUS = 10**7  # 0.01 CPU: the kernel's smallest CFS quota (1 ms per 100 ms)
+FOREGROUND = {"sandbox.foreground": "1"}  # run by the client that attaches before the start
 
 
 def container_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,8 +64,11 @@ def container_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def parse_limits(memory: str | None, memory_swap: str | None, cpus: str | None,
-                 cpu_shares: int | None, pids_limit: int | None) -> Limits:  # fmt: skip
-    """Turn the limit options into Limits, refusing what cannot be enforced.
+                 cpu_shares: int | None, pids_limit: int | None) -> dict[str, int]:  # fmt: skip
+    """The limit options as HostConfig fields, refusing what cannot be right.
+
+    The daemon checks them again; these checks word the refusal in terms of
+    the options the user typed.
 
     Raises:
         InvalidArgument: a malformed value, or one this host cannot honour
@@ -84,92 +93,108 @@ def parse_limits(memory: str | None, memory_swap: str | None, cpus: str | None,
         )
     if cpu_shares is not None and not 2 <= cpu_shares <= 262144:
         raise InvalidArgument(f"invalid --cpu-shares {cpu_shares}: use 2 to 262144")
-    return Limits(memory=mem, memory_swap=swap, nano_cpus=nano, cpu_shares=cpu_shares,
-                  pids=pids_limit if pids_limit and pids_limit > 0 else None)  # fmt: skip
+    fields = {"Memory": mem, "MemorySwap": swap, "NanoCpus": nano, "CpuShares": cpu_shares,
+              "PidsLimit": pids_limit}  # fmt: skip
+    return {k: v for k, v in fields.items() if v is not None}
 
 
-def _create(engine: Engine, image: str, command: tuple[str, ...], opts: dict[str, Any]) -> str:
-    limits = parse_limits(opts["memory"], opts["memory_swap"], opts["cpus"],
-                          opts["cpu_shares"], opts["pids_limit"])  # fmt: skip
-    record = engine.create(
-        image,
-        list(command) or None,
-        name=opts["name"],
-        env=list(opts["env"]),
-        workdir=opts["workdir"],
-        hostname=opts["hostname"],
-        tty=opts["tty"],
-        open_stdin=opts["interactive"],
-        limits=limits,
-        auto_remove=opts["auto_remove"],
-        owner=os.getuid(),
-    )
-    return record.id
+def create_body(image: str, command: tuple[str, ...], opts: dict[str, Any], *,
+                foreground: bool) -> dict[str, Any]:  # fmt: skip
+    """The ``POST /containers/create`` body for the options (checked first).
 
-
-async def attach_and_wait(engine: Engine, cid: str, *, interactive: bool, tty: bool) -> int:
-    """Start the container, stream its output here, forward input and signals.
-
-    Returns the container's exit status, after printing why it was killed
-    when a limit was hit.
+    Raises:
+        InvalidArgument: a bad limit option (nothing is sent then).
     """
-    loop = asyncio.get_running_loop()
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+    host: dict[str, Any] = parse_limits(opts["memory"], opts["memory_swap"], opts["cpus"],
+                                        opts["cpu_shares"], opts["pids_limit"])  # fmt: skip
+    host["AutoRemove"] = opts["auto_remove"]
+    if opts["tty"] and (now := terminal.size()) is not None:
+        host["ConsoleSize"] = list(now)
+    return {
+        "Image": image,
+        "Cmd": list(command) or None,
+        "Env": list(opts["env"]),
+        "WorkingDir": opts["workdir"] or "",
+        "Hostname": opts["hostname"] or "",
+        "Tty": opts["tty"],
+        "OpenStdin": opts["interactive"],
+        "AttachStdin": opts["interactive"],
+        "StdinOnce": opts["interactive"],
+        "Labels": dict(FOREGROUND) if foreground else {},
+        "HostConfig": host,
+    }
 
-    running: Running | None = None
 
-    def show(stream: str, data: bytes) -> None:
-        target = err if stream == "stderr" else out
-        try:
-            target.write(data)
-            target.flush()
-        except BrokenPipeError:
-            # Our reader is gone (`sandbox run base yes | head -1`): pass that
-            # on, so the command gets SIGPIPE as it would in a shell pipeline.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, target.fileno())  # the unflushed rest goes nowhere, quietly
-            os.close(devnull)
-            if running is not None:
-                running.close_output(stream)
+async def attach_start_wait(client: AsyncClient, cid: str, *, tty: bool, stdin: bool,
+                            remove: bool) -> int:  # fmt: skip
+    """Attach, start, stream until the exit; returns the exit status.
 
-    with terminal.raw_mode(tty and interactive):
-        running = engine.start(cid, listener=show)
-        record = running.record
-        if tty:
-            terminal.follow_size(loop, running)
-        if interactive:
-            terminal.forward_stdin(loop, running)
-        if not tty:  # with a terminal, ^C travels through it as a byte instead
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, _forward_signal(engine, cid, sig))
-        status = await running.exited
-    if record.error:
-        err_console.print(f"sandbox: {record.error}", markup=False, highlight=False)
+    As the docker CLI: the attach and the wait are registered before the
+    start, so no output and no exit is missed. After the exit, why it ended
+    is printed if the daemon says (out of memory, process limit reached).
+    """
+    hijacked = await client.attach(cid, stdin=stdin)
+    try:
+        waiting = await client.wait(cid, "removed" if remove else "next-exit")
+    except BaseException:
+        hijacked.close()
+        raise
+    wiring = terminal.Wiring()
+    try:
+        with terminal.raw_mode(tty and stdin):
+            streaming = asyncio.ensure_future(terminal.pump(
+                hijacked, stdin=stdin, on_gone=lambda s: client.close_output(cid, s)))  # fmt: skip
+            try:
+                await client.start(cid)
+            except BaseException:
+                streaming.cancel()
+                hijacked.close()
+                waiting.close()
+                raise
+            if tty:
+                wiring.follow_size(lambda h, w: client.resize(cid, h, w))
+            else:
+                wiring.forward_signals(lambda sig: client.kill(cid, sig))
+            await streaming
+            status, error = await waiting.result()
+    finally:
+        wiring.close()
+    if error:
+        sys.stderr.write(f"sandbox: {error}\n")
     return status
 
 
-def _forward_signal(engine: Engine, cid: str, sig: int) -> Callable[[], None]:
-    def forward() -> None:
-        with contextlib.suppress(Exception):
-            engine.kill(cid, sig)
-
-    return forward
+async def _run(client: AsyncClient, image: str, command: tuple[str, ...], opts: dict[str, Any],
+               detach: bool) -> int:  # fmt: skip
+    body = create_body(image, command, opts, foreground=not detach)
+    cid = await client.create(body, opts["name"])
+    if detach:
+        await client.start(cid)
+        click.echo(cid)
+        return 0
+    return await attach_start_wait(client, cid, tty=opts["tty"], stdin=opts["interactive"],
+                                   remove=opts["auto_remove"])  # fmt: skip
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
 @container_options
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="Run in the background and print the ID; it outlives this command.",
+)
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def run_command(image: str, command: tuple[str, ...], **opts: Any) -> int:
+def run_command(image: str, command: tuple[str, ...], detach: bool, **opts: Any) -> int:
     """Run COMMAND in a new container from IMAGE, attached to this terminal.
 
     The exit status is the command's (127: command not found, 137: killed,
-    e.g. out of memory).
+    e.g. out of memory). If this command is killed, so is the container,
+    unless it runs with -d.
     """
-    engine = Engine()
-    cid = _create(engine, image, command, opts)
-    return asyncio.run(attach_and_wait(engine, cid, interactive=opts["interactive"],
-                                       tty=opts["tty"]))  # fmt: skip
+    with connect() as client:
+        return client.run(_run(client.aio, image, command, opts, detach))
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -178,7 +203,17 @@ def run_command(image: str, command: tuple[str, ...], **opts: Any) -> int:
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def create_command(image: str, command: tuple[str, ...], **opts: Any) -> None:
     """Create a container from IMAGE without starting it; prints its ID."""
-    click.echo(_create(Engine(), image, command, opts))
+    body = create_body(image, command, opts, foreground=True)  # `sandbox start` attaches
+    with connect() as client:
+        click.echo(client.create(body, opts["name"]))
+
+
+async def _start(client: AsyncClient, ref: str, interactive: bool) -> int:
+    info = await client.inspect_container(ref)
+    config, host = info["Config"], info["HostConfig"]
+    return await attach_start_wait(client, info["Id"], tty=bool(config["Tty"]),
+                                   stdin=interactive or bool(config["OpenStdin"]),
+                                   remove=bool(host["AutoRemove"]))  # fmt: skip
 
 
 @click.command()
@@ -187,11 +222,8 @@ def create_command(image: str, command: tuple[str, ...], **opts: Any) -> None:
 @click.argument("container")
 def start_command(container: str, attach: bool, interactive: bool) -> int:
     """Start a created (or exited) CONTAINER, attached to this terminal."""
-    engine = Engine()
-    record = engine.store.containers.find(container)
-    return asyncio.run(attach_and_wait(engine, record.id,
-                                       interactive=interactive or record.open_stdin,
-                                       tty=record.tty))  # fmt: skip
+    with connect() as client:
+        return client.run(_start(client.aio, container, interactive))
 
 
 run_command.name, create_command.name, start_command.name = "run", "create", "start"

@@ -7,6 +7,7 @@
 module per API resource.
 """
 
-from sandbox.daemon.app import create_app, default_socket, main, serve, socket_path
+from sandbox.config import default_socket, socket_path
+from sandbox.daemon.app import create_app, main, serve
 
 __all__ = ["create_app", "default_socket", "main", "serve", "socket_path"]

@@ -5,8 +5,11 @@ container by cloning the daemon itself, which the kernel only does safely
 from a single-threaded process. So nothing here runs in an executor or a
 thread pool, and aiohttp's unix-socket server needs neither.
 
-The socket is mode 0660 and owned by the daemon's user: only that user (and
-root) can talk to it. It never listens on TCP.
+The socket is mode 0660, owned by the daemon's user and by the group
+`sandbox` when that group exists (``scripts/setup.sh`` makes it): only that
+user, root and the group's members can talk to it. Each client's uid comes
+from the kernel (SO_PEERCRED) and decides what it may see (``access.py``).
+It never listens on TCP.
 
 EXAMPLE:
     sudo sandboxd                                # /run/sandbox/sandboxd.sock
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import grp
 import logging
 import os
 import signal
@@ -30,40 +34,23 @@ from typing import Any
 import click
 from aiohttp import web
 
+from sandbox import config
+from sandbox.config import socket_path
 from sandbox.daemon.errors import error_middleware
 from sandbox.daemon.routes import SUPERVISOR, Handler, Route, containers, images, system
+from sandbox.daemon.routes import events as events_routes
+from sandbox.daemon.routes import exec as exec_routes
+from sandbox.daemon.routes import sandbox as sandbox_routes
+from sandbox.daemon.routes import stats as stats_routes
 from sandbox.daemon.supervisor import Supervisor
 from sandbox.engine import Engine
 from sandbox.errors import InvalidArgument, SandboxError
+from sandbox.store import atomic
 
 log = logging.getLogger("sandboxd")
 VERSION_PREFIX = r"/v{api_version:[0-9]+\.[0-9]+}"
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0  # seconds, Docker's default stop timeout
-
-
-def default_socket() -> Path:
-    """``/run/sandbox/sandboxd.sock`` as root, else ``$XDG_RUNTIME_DIR/sandbox/sandboxd.sock``."""
-    if os.geteuid() == 0:
-        return Path("/run/sandbox/sandboxd.sock")
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/sandbox-{os.getuid()}"
-    return Path(runtime) / "sandbox" / "sandboxd.sock"
-
-
-def socket_path(host: str | None) -> Path:
-    """The socket a ``unix:///path`` host names (None: the default).
-
-    Raises:
-        InvalidArgument: not a unix socket URL with an absolute path.
-    """
-    if not host:
-        return default_socket()
-    path = host.removeprefix("unix://")
-    if not path.startswith("/"):
-        raise InvalidArgument(
-            f"cannot listen on {host!r}: use unix:///absolute/path.sock "
-            "(sandboxd does not listen on TCP)"
-        )
-    return Path(path)
+SOCKET_GROUP = "sandbox"  # its members may connect (like Docker's `docker` group)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -88,13 +75,22 @@ async def _common_headers(request: web.Request, response: web.StreamResponse) ->
     response.headers["Ostype"] = system.OS_TYPE
 
 
+@web.middleware
+async def settle_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer no request while a container whose client went away is still being killed."""
+    await request.app[SUPERVISOR].settle()
+    return await handler(request)
+
+
 def create_app(sup: Supervisor) -> web.Application:
     """The application: every route bare and behind a version prefix."""
-    app = web.Application(middlewares=[error_middleware, version_middleware],
+    app = web.Application(middlewares=[error_middleware, version_middleware, settle_middleware],
                           client_max_size=16 * 1024**2)  # fmt: skip
     app[SUPERVISOR] = sup
     app.on_response_prepare.append(_common_headers)
     routes: list[Route] = [*system.ROUTES, *containers.ROUTES, *images.ROUTES]
+    routes += [*stats_routes.ROUTES, *events_routes.ROUTES, *sandbox_routes.ROUTES]
+    routes += exec_routes.ROUTES
     for method, path, handler in routes:
         for full in (path, VERSION_PREFIX + path):
             if method == "GET":
@@ -145,11 +141,29 @@ def _claim_socket(path: Path) -> None:
     raise SandboxError(f"another sandboxd is already listening on unix://{path}")
 
 
+def _share_socket(path: Path) -> None:
+    """Give the socket to the group `SOCKET_GROUP`, if it exists, so its members connect."""
+    try:
+        gid = grp.getgrnam(SOCKET_GROUP).gr_gid
+    except KeyError:
+        log.info("no group %s: only root and the daemon's user can connect", SOCKET_GROUP)
+        return
+    try:
+        os.chown(path, -1, gid)
+    except PermissionError:
+        log.warning("cannot give the socket to the group %s: only root and the daemon's "
+                    "user can connect", SOCKET_GROUP)  # fmt: skip
+
+
 async def serve(path: Path, root: Path | None, *, shutdown_timeout: float) -> None:
     """Run the daemon until SIGTERM or SIGINT, then stop its containers and exit."""
-    engine = Engine(root)  # finishes what a crashed daemon left
+    engine = Engine(root, zygote=True)  # finishes what a crashed daemon left
     lock = _lock_store(engine.store.root)
     _claim_socket(path)
+    # Who serves this store, for `kill $(cat <root>/sandboxd.pid)` and for the
+    # tests that stop the daemons a client started; the lock says it is live.
+    pid_file = config.pid_file(engine.store.root)
+    atomic.write_bytes(pid_file, f"{os.getpid()}\n".encode())
     sup = Supervisor(engine)
     # By the time the server shuts down every container has stopped, so what
     # still waits (on a container never started) is cut off after a second.
@@ -162,6 +176,7 @@ async def serve(path: Path, root: Path | None, *, shutdown_timeout: float) -> No
         await site.start()
     finally:
         os.umask(umask)
+    _share_socket(path)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,6 +192,9 @@ async def serve(path: Path, root: Path | None, *, shutdown_timeout: float) -> No
         await runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        engine.close()
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
         lock.close()
         log.info("stopped")
 
@@ -187,9 +205,9 @@ async def serve(path: Path, root: Path | None, *, shutdown_timeout: float) -> No
     "--host",
     envvar="SANDBOX_HOST",
     metavar="unix:///PATH",
-    help="Socket to listen on. Default: $SANDBOX_HOST, else "
-    "/run/sandbox/sandboxd.sock as root, else "
-    "$XDG_RUNTIME_DIR/sandbox/sandboxd.sock.",
+    help="Socket to listen on. Default: $SANDBOX_HOST; else, for a store other than "
+    "the default one, ROOT/sandboxd.sock (where the clients of that store look); else "
+    "/run/sandbox/sandboxd.sock as root, $XDG_RUNTIME_DIR/sandbox/sandboxd.sock otherwise.",
 )
 @click.option(
     "--root",
@@ -213,7 +231,7 @@ def main(host: str | None, root: Path | None, shutdown_timeout: float, debug: bo
     logging.getLogger("sandboxd.access").setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
     try:
-        asyncio.run(serve(socket_path(host), root, shutdown_timeout=shutdown_timeout))
+        asyncio.run(serve(socket_path(host, root), root, shutdown_timeout=shutdown_timeout))
     except SandboxError as exc:
         if debug:
             log.exception("cannot start")

@@ -53,6 +53,7 @@ class CreateRequest:
     auto_remove: bool
     limits: Limits = field(default_factory=Limits)
     console_size: tuple[int, int] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
@@ -76,6 +77,9 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     cmd = string_list(body, "Cmd")
     if entrypoint:
         cmd = entrypoint + (cmd or [])
+    labels = get(body, "Labels", dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise InvalidArgument("invalid Labels: every key and value must be a string")
     host = get(body, "HostConfig", dict, {})
     console = get(host, "ConsoleSize", list, [], "HostConfig.")
     size = None
@@ -92,6 +96,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
         auto_remove=get(host, "AutoRemove", bool, False, "HostConfig."),
         limits=parse_limits(host),
         console_size=size,
+        labels=labels,
     )
 
 

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import os
+import select
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -91,6 +92,7 @@ class HijackedConnection(asyncio.Protocol):
         self._on_eof: Callable[[], None] | None = None
         self.input_ended = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._hangup: select.epoll | None = None  # watches for the client's full close
 
     def read_input(self, on_input: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
         """Deliver the client's bytes (and its half-close) from now on."""
@@ -111,9 +113,39 @@ class HijackedConnection(asyncio.Protocol):
         self.input_ended = True
         if self._on_eof is not None:
             self._on_eof()
+        self._watch_hangup()
         return True  # keep our half open: output flows until the container exits
 
+    def _watch_hangup(self) -> None:
+        """After the client's half-close, learn when it closes the rest (or dies).
+
+        A client whose stdin ended half-closes, and output must keep flowing
+        to it; a client that went away (killed, say) closed both ways. Reading
+        cannot tell them apart: both read as end-of-file. But the kernel marks
+        a unix socket whose peer has closed entirely with POLLHUP, and epoll
+        always reports that: a private epoll set holding only this socket
+        becomes readable exactly then. Without this, a client that died would
+        only be noticed at the next write, and a silent container has none.
+        """
+        sock = self.transport.get_extra_info("socket")
+        if sock is None or self._hangup is not None or self.transport.is_closing():
+            return
+        self._hangup = select.epoll()
+        self._hangup.register(sock.fileno(), 0)  # nothing asked: only HUP and ERR come
+        asyncio.get_running_loop().add_reader(self._hangup.fileno(), self._hung_up)
+
+    def _hung_up(self) -> None:
+        self._stop_watching()
+        self.transport.abort()  # connection_lost follows
+
+    def _stop_watching(self) -> None:
+        if self._hangup is not None:
+            asyncio.get_running_loop().remove_reader(self._hangup.fileno())
+            self._hangup.close()
+            self._hangup = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watching()
         if not self.closed.done():
             self.closed.set_result(None)
         self._previous.connection_lost(exc)  # aiohttp forgets the connection

@@ -39,6 +39,22 @@ WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 KILL_WAIT = 10.0  # seconds a SIGKILLed container may take to be reaped
 
 
+class Exit(int):
+    """An exit status that also carries why the container ended, if it says.
+
+    Waits resolve with it and use it as the plain status; the wait route adds
+    ``error`` to its reply, so that a client can print "out of memory" even
+    for a ``--rm`` container that no longer exists to be inspected.
+    """
+
+    error: str = ""
+
+    def __new__(cls, status: int, error: str = "") -> Exit:
+        exit_ = super().__new__(cls, status)
+        exit_.error = error
+        return exit_
+
+
 class DaemonClosing(SandboxError):
     """The daemon is shutting down and starts nothing more."""
 
@@ -64,6 +80,10 @@ class Supervisor:
         self._exits: dict[str, list[asyncio.Future[int]]] = {}
         self._removals: dict[str, list[asyncio.Future[int]]] = {}
         self._console: dict[str, tuple[int, int]] = {}
+        self._abandoned: set[asyncio.Future[int]] = set()  # exits of `abandon`'s kills
+        # Starts in progress (a container sets itself up while the loop serves
+        # others): what would touch such a container waits for its start first.
+        self._starting: dict[str, asyncio.Future[None]] = {}
         self.closing = False
 
     def find(self, ref: str) -> ContainerRecord:
@@ -142,30 +162,47 @@ class Supervisor:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def start(self, ref: str) -> bool:
+    async def _settled(self, ref: str) -> ContainerRecord:
+        """The container, once a start of it in progress (milliseconds) has ended."""
+        cid = self.find(ref).id
+        starting = self._starting.get(cid)
+        if starting is not None:
+            await asyncio.wait([starting])
+        return self.find(cid)
+
+    async def start(self, ref: str) -> bool:
         """Start a container with every watcher attached; False if it already runs.
+
+        The container's set-up is awaited, not waited for: the event loop
+        serves other clients meanwhile.
 
         Raises:
             the engine's errors (LimitUnsupported, CommandNotFound, RuntimeFailure);
             waiters and watchers learn the outcome (a ``--rm`` container is removed).
         """
-        record = self.find(ref)
+        record = await self._settled(ref)
         cid = record.id
         if self.is_running(record):
             return False
         if self.closing:
             raise DaemonClosing("the daemon is shutting down: start the container again later")
+        starting = self._starting[cid] = asyncio.get_running_loop().create_future()
         try:
-            running = self.engine.start(cid, listener=lambda s, d: self._fan_out(cid, s, d))
-        except Exception as exc:
+            running = await self.engine.start_async(
+                cid, listener=lambda s, d: self._fan_out(cid, s, d)
+            )
+        except BaseException as exc:
             self._start_failed(record, 127 if getattr(exc, "step", "") == "exec" else 125)
             raise
+        finally:
+            del self._starting[cid]
+            starting.set_result(None)
         # Nothing was read yet: the pumps run once this handler yields.
         if running.spawned.pty is not None and cid in self._console:
             _set_size(running.spawned.pty, *self._console[cid])
         for watcher in list(self._watchers.get(cid, [])):
             watcher.started(running)
-        running.exited.add_done_callback(lambda f: self._exited(cid, f))
+        running.exited.add_done_callback(lambda f: self._exited(cid, f, running))
         log.info("started container %s (%s)", record.short_id, " ".join(record.cmd)[:80])
         return True
 
@@ -185,8 +222,11 @@ class Supervisor:
             except Exception:  # one broken client must not stop the others
                 log.exception("dropping output for a watcher of %s", cid[:12])
 
-    def _exited(self, cid: str, future: asyncio.Future[int]) -> None:
-        status = future.result() if not future.cancelled() else 137
+    def _exited(self, cid: str, future: asyncio.Future[int], running: Running) -> None:
+        code = future.result() if not future.cancelled() else 137
+        # The engine's bookkeeping ran before the future resolved: the
+        # record's error (out of memory, ...) is final.
+        status = Exit(code, getattr(running.record, "error", "") or "")
         log.info("container %s exited with status %d", cid[:12], status)
         if self._exists(cid):
             self._notify_exit(cid, status)
@@ -202,7 +242,7 @@ class Supervisor:
         Raises:
             ContainerNotRunning: it is not running.
         """
-        record = self.find(ref)
+        record = await self._settled(ref)
         if sig != signal.SIGKILL or record.id not in self.engine.running:
             self.engine.kill(record.id, sig)
             return
@@ -218,7 +258,7 @@ class Supervisor:
 
     async def stop(self, ref: str, timeout: float | None, sig: int = signal.SIGTERM) -> bool:
         """``sig``, then SIGKILL after ``timeout`` s (None: wait forever); False if not running."""
-        record = self.find(ref)
+        record = await self._settled(ref)
         if not self.is_running(record):
             return False
         exited = self.waiter(record, "not-running")
@@ -232,13 +272,52 @@ class Supervisor:
             await exited
         return True
 
+    async def restart(self, ref: str, timeout: float | None) -> None:
+        """Stop the container (as `stop`) if it runs, then start it again."""
+        record = self.find(ref)
+        await self.stop(record.id, timeout)
+        await self.start(record.id)
+
+    def abandon(self, cid: str, reason: str) -> None:
+        """Kill a running container nobody is left to watch, and record why.
+
+        For a container run in the foreground whose client went away (see the
+        attach route): it must not outlive its ``sandbox run``, as it did not
+        when the CLI ran containers itself. The reason becomes the
+        container's ``State.Error``.
+        """
+        if cid in self._starting:  # still setting itself up: as soon as it runs
+            self._starting[cid].add_done_callback(lambda _: self.abandon(cid, reason))
+            return
+        running = self.engine.running.get(cid)
+        if running is None:
+            return
+        if running.record is not None:  # saved by the engine's exit bookkeeping
+            running.record.error = reason
+        log.info("killing container %s: %s", cid[:12], reason)
+        exited = self._future(self._exits, cid)
+        self._abandoned.add(exited)
+        exited.add_done_callback(self._abandoned.discard)
+        with contextlib.suppress(ContainerNotRunning):
+            self.engine.kill(cid, signal.SIGKILL)
+
+    async def settle(self) -> None:
+        """Wait until the containers `abandon` killed have exited (at most `KILL_WAIT` s).
+
+        The app awaits this before each request: what the next command sees
+        (``ps``, the cgroups, the store) is the container already gone and
+        cleaned up, as it was when the CLI that ran it died with it.
+        """
+        if self._abandoned:
+            await asyncio.wait(list(self._abandoned), timeout=KILL_WAIT)
+
     async def remove(self, ref: str, *, force: bool = False) -> None:
         """Remove a container; a running one only with ``force`` (killed first).
 
         Raises:
             ContainerRunning: it runs and ``force`` is False.
         """
-        record = self.find(ref)
+        record = await self._settled(ref)
         if self.is_running(record):
             if not force:
                 raise ContainerRunning(record.name, "remove")
@@ -276,6 +355,8 @@ class Supervisor:
         From now on nothing starts.
         """
         self.closing = True
+        if self._starting:  # their containers are stopped with the others
+            await asyncio.wait(list(self._starting.values()))
         cids = list(self.engine.running)
         if cids:
             log.info("stopping %d container(s)", len(cids))

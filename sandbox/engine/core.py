@@ -14,12 +14,14 @@ import select
 import shlex
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sandbox import config
 from sandbox.engine import names, reconcile
 from sandbox.engine.events import EventBus
+from sandbox.engine.execs import Execs
 from sandbox.engine.running import OutputListener, Running
 from sandbox.errors import (
     Conflict,
@@ -34,7 +36,7 @@ from sandbox.errors import (
 )
 from sandbox.runtime import cgroups
 from sandbox.runtime.cgroups import Limits
-from sandbox.runtime.spawn import spawn
+from sandbox.runtime.spawn import Spawned, spawn, spawn_async
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
 from sandbox.runtime.zygote import Zygote
 from sandbox.store import Store, atomic
@@ -73,6 +75,7 @@ class Engine:
         self._zygote: Zygote | None = Zygote() if zygote else None
         self.running: dict[str, Running] = {}
         self.events = EventBus()
+        self.execs = Execs(self)  # `docker exec` instances, in memory as Docker's
         if reconcile_now:
             self.reconcile()
 
@@ -170,11 +173,11 @@ class Engine:
             for tag in untag:
                 self.store.images.untag(tag)
                 result.append({"Untagged": tag})
-                self.events.image("untag", image.id, tag)
+                self.events.image("untag", image, tag)
             if len(untag) == len(tags):
                 self.store.images.delete(image.id)
                 result.append({"Deleted": f"sha256:{image.id}"})
-                self.events.image("delete", image.id, ref)
+                self.events.image("delete", image, ref)
                 self.collect_layers()
         return result
 
@@ -208,6 +211,7 @@ class Engine:
         limits: Limits | None = None,
         auto_remove: bool = False,
         owner: int = 0,
+        labels: dict[str, str] | None = None,
     ) -> ContainerRecord:
         """Create a container (not started) from an image.
 
@@ -241,6 +245,7 @@ class Engine:
             limits=(limits or Limits()).to_json(),
             auto_remove=auto_remove,
             owner=owner,
+            labels=dict(labels or {}),
         )
         if hostname is not None:
             _check_hostname(hostname)
@@ -253,7 +258,8 @@ class Engine:
     def start(self, ref: str, *, listener: OutputListener | None = None) -> Running:
         """Start a created (or exited) container; returns its pump.
 
-        Must be called from within a running event loop.
+        Must be called from within a running event loop. Blocks it while the
+        container sets itself up (see `start_async`).
 
         Raises:
             ContainerRunning: it is already running.
@@ -261,6 +267,39 @@ class Engine:
             CommandNotFound, RuntimeFailure: the process could not start; the
                 container is marked exited with the reason.
         """
+        launch = self._launch(ref)
+        try:
+            spawned = spawn(launch.root, launch.proc, join_files=launch.cgroup.join_files(),
+                            open_stdin=launch.record.open_stdin, zygote=self._zygote)  # fmt: skip
+        except BaseException as exc:
+            self._not_started(launch, exc)
+            raise
+        return self._started(launch, spawned, listener)
+
+    async def start_async(self, ref: str, *, listener: OutputListener | None = None) -> Running:
+        """`start`, awaiting the container's set-up instead of blocking the event loop.
+
+        For the daemon: while one container mounts its root and execs (most
+        of a start), the loop serves every other client. The container may
+        not be started or removed by anyone else meanwhile (the daemon's
+        supervisor sees to it).
+
+        Raises:
+            the same as `start`.
+        """
+        launch = self._launch(ref)
+        try:
+            spawned = await spawn_async(launch.root, launch.proc,
+                                        join_files=launch.cgroup.join_files(),
+                                        open_stdin=launch.record.open_stdin,
+                                        zygote=self._zygote)  # fmt: skip
+        except BaseException as exc:
+            self._not_started(launch, exc)
+            raise
+        return self._started(launch, spawned, listener)
+
+    def _launch(self, ref: str) -> _Launch:
+        """Everything up to the clone: the running marker, the cgroup, the specs."""
         record = self.store.containers.find(ref)
         if record.state == RUNNING:
             raise Conflict(f"container {record.name} is already running")
@@ -279,36 +318,45 @@ class Engine:
         try:
             _write_etc_files(path, record.hostname)
             _fresh_workdir(path / "work")
-            lowers = list(reversed(record.layers + record.committed_layers))
-            root = RootfsSpec(
-                layers_dir=str(self.store.layers.dir),
-                lowers=lowers,
-                upper=str(path / "upper"),
-                work=str(path / "work"),
-                merged=str(path / "merged"),
-                binds={"/etc/hostname": str(path / "hostname"), "/etc/hosts": str(path / "hosts")},
-                readonly_dev=not self.driver.confines_devices,
-            )
-            proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir,
-                               hostname=record.hostname, tty=record.tty)  # fmt: skip
-            spawned = spawn(root, proc, join_files=cgroup.join_files(),
-                            open_stdin=record.open_stdin, zygote=self._zygote)  # fmt: skip
-        except RuntimeFailure as exc:
-            cgroup.remove()
-            record.state, record.exit_code = EXITED, 127 if exc.step == "exec" else 125
-            record.error, record.finished_at = str(exc), time.time()
-            self._finish(record)
-            raise
         except BaseException:
             cgroup.remove()
             marker.unlink(missing_ok=True)
             raise
+        lowers = list(reversed(record.layers + record.committed_layers))
+        root = RootfsSpec(
+            layers_dir=str(self.store.layers.dir),
+            lowers=lowers,
+            upper=str(path / "upper"),
+            work=str(path / "work"),
+            merged=str(path / "merged"),
+            binds={"/etc/hostname": str(path / "hostname"), "/etc/hosts": str(path / "hosts")},
+            readonly_dev=not self.driver.confines_devices,
+        )
+        proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir,
+                           hostname=record.hostname, tty=record.tty)  # fmt: skip
+        return _Launch(record, cgroup, marker, path, root, proc)
+
+    def _not_started(self, launch: _Launch, exc: BaseException) -> None:
+        """Undo a launch whose process never ran; a failed set-up is recorded as the exit."""
+        launch.cgroup.remove()
+        if isinstance(exc, RuntimeFailure):
+            record = launch.record
+            record.state, record.exit_code = EXITED, 127 if exc.step == "exec" else 125
+            record.error, record.finished_at = str(exc), time.time()
+            self._finish(record)
+        else:
+            launch.marker.unlink(missing_ok=True)
+
+    def _started(self, launch: _Launch, spawned: Spawned,
+                 listener: OutputListener | None) -> Running:  # fmt: skip
+        """Record the running container and start pumping its output."""
+        record, cgroup = launch.record, launch.cgroup
         record.state, record.pid, record.started_at = RUNNING, spawned.pid, time.time()
         record.pid_start = reconcile.process_start(spawned.pid)
         record.monitor_pid, record.error = os.getpid(), ""
         record.exit_code, record.oom_killed, record.pids_limit_hit = 0, False, False
         self.store.containers.save(record)
-        running = Running(spawned, str(path / "log.jsonl"), asyncio.get_running_loop())
+        running = Running(spawned, str(launch.path / "log.jsonl"), asyncio.get_running_loop())
         running.record = record
         running.cgroup = cgroup  # for stats()
         if listener is not None:
@@ -341,8 +389,8 @@ class Engine:
         record.auto_remove = record.auto_remove or self._removal_requested(record.id)
         if record.oom_killed:
             self.events.container("oom", record)
-        self.events.container("die", record, exitCode=str(status),
-                              execDuration=str(int(record.finished_at - record.started_at)))  # fmt: skip
+        ran = str(int(record.finished_at - record.started_at))
+        self.events.container("die", record, exitCode=str(status), execDuration=ran)
         self._finish(record)
 
     def _removal_requested(self, cid: str) -> bool:
@@ -406,15 +454,13 @@ class Engine:
             ContainerNotFound: no such container.
         """
         running = self.running.get(ref)
-        if running is not None:
-            return running.cgroup.stats()  # type: ignore[no-any-return]
-        record = self.store.containers.find(ref)
-        running = self.running.get(record.id)
-        if running is not None:
-            return running.cgroup.stats()  # type: ignore[no-any-return]
-        if record.state == RUNNING and reconcile.same_process(record.pid, record.pid_start):
-            return self.driver.open(record.id).stats()  # run by another process
-        return None
+        if running is None:
+            record = self.store.containers.find(ref)
+            running = self.running.get(record.id)
+            if running is None:  # run by another process, or not running
+                alive = record.running and reconcile.same_process(record.pid, record.pid_start)
+                return self.driver.open(record.id).stats() if alive else None
+        return running.cgroup.stats() if running.cgroup is not None else None
 
     def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
         """Remove a container and its upper layer.
@@ -550,7 +596,7 @@ class Engine:
         self.events.container("commit", record, comment=message, imageID=f"sha256:{image.id}",
                               imageRef=repo_tag or "")  # fmt: skip
         if repo_tag:
-            self.events.image("tag", image.id, repo_tag)
+            self.events.image("tag", image, repo_tag)
         return image
 
     def tag(self, ref: str, repo_tag: str) -> Image:
@@ -561,7 +607,7 @@ class Engine:
         """
         image = self.store.images.resolve(ref)
         self.store.images.tag(image.id, repo_tag)
-        self.events.image("tag", image.id, repo_tag)
+        self.events.image("tag", image, repo_tag)
         return image
 
     def _base_config(self, record: ContainerRecord) -> dict[str, Any]:
@@ -619,6 +665,18 @@ class Engine:
         if seen < len(old):  # [should never happen]: fewer entries than layers
             squashed.insert(0, flat_entry)
         return [flat.id, *new], squashed
+
+
+@dataclass
+class _Launch:
+    """A container between its launch and its clone (see `Engine.start`)."""
+
+    record: ContainerRecord
+    cgroup: cgroups.Cgroup
+    marker: Path
+    path: Path
+    root: RootfsSpec
+    proc: ProcessSpec
 
 
 def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:

@@ -21,8 +21,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from sandbox.store.containers import ContainerRecord
+from sandbox.store.images import Image
 
 Event = dict[str, Any]
+#: An event and the uid that owns what it is about (the daemon shows a user
+#: only the events of their own containers and images).
+Owned = tuple[int, Event]
 
 #: Events kept for ``since=`` (Docker keeps 256; a notebook session makes a
 #: few per cell).
@@ -39,19 +43,19 @@ class Subscription:
 
     def __init__(self, bus: EventBus, size: int) -> None:
         self._bus = bus
-        self._queue: asyncio.Queue[Event] = asyncio.Queue(size)
+        self._queue: asyncio.Queue[Owned] = asyncio.Queue(size)
         #: Events lost because the queue was full.
         self.dropped = 0
 
-    def put(self, event: Event) -> None:
-        """Queue ``event``; drop it if the reader is too far behind."""
+    def put(self, item: Owned) -> None:
+        """Queue an event; drop it if the reader is too far behind."""
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
             self.dropped += 1
 
-    async def get(self) -> Event:
-        """The next event (waits for one)."""
+    async def get(self) -> Owned:
+        """The next event and its owner (waits for one)."""
         return await self._queue.get()
 
     def close(self) -> None:
@@ -69,7 +73,7 @@ class EventBus:
 
     def __init__(self, history: int = HISTORY) -> None:
         self._subscribers: set[Subscription] = set()
-        self._history: deque[Event] = deque(maxlen=history)
+        self._history: deque[Owned] = deque(maxlen=history)
 
     def subscribe(self, size: int = QUEUE_SIZE) -> Subscription:
         """A subscription to every event emitted from now on.
@@ -81,12 +85,12 @@ class EventBus:
         self._subscribers.add(sub)
         return sub
 
-    def history(self) -> Iterator[Event]:
-        """The recent events, oldest first (at most `HISTORY`)."""
+    def history(self) -> Iterator[Owned]:
+        """The recent events and their owners, oldest first (at most `HISTORY`)."""
         return iter(list(self._history))
 
     def emit(self, kind: str, action: str, actor: str, attributes: dict[str, str],
-             legacy: dict[str, str] | None = None) -> Event:  # fmt: skip
+             legacy: dict[str, str] | None = None, owner: int = 0) -> Event:  # fmt: skip
         """Record an event and hand it to every subscriber; returns it.
 
         Args:
@@ -95,6 +99,7 @@ class EventBus:
             actor: the container ID, or the image ID or name.
             attributes: string values only (clients decode a map of strings).
             legacy: the pre-1.22 fields (``status``, ``id``, ``from``).
+            owner: the uid that owns the container or image.
         """
         now = time.time_ns()
         event: Event = {
@@ -106,22 +111,23 @@ class EventBus:
             "time": now // 1_000_000_000,
             "timeNano": now,
         }
-        self._history.append(event)
+        item = (owner, event)
+        self._history.append(item)
         for sub in list(self._subscribers):
-            sub.put(event)
+            sub.put(item)
         return event
 
     def container(self, action: str, record: ContainerRecord, **extra: str) -> Event:
-        """A container event; its attributes are the name, the image and ``extra``."""
-        attributes = {"image": record.image, "name": record.name, **extra}
+        """A container event; its attributes are its labels, name, image and ``extra``."""
+        attributes = {**record.labels, "image": record.image, "name": record.name, **extra}
         legacy = {"status": action, "id": record.id, "from": record.image}
-        return self.emit("container", action, record.id, attributes, legacy)
+        return self.emit("container", action, record.id, attributes, legacy, record.owner)
 
-    def image(self, action: str, image_id: str, name: str) -> Event:
+    def image(self, action: str, image: Image, name: str) -> Event:
         """An image event; ``name`` is the tag (or the reference used)."""
-        actor = f"sha256:{image_id}"
+        actor = f"sha256:{image.id}"
         return self.emit("image", action, actor, {"name": name},
-                         {"status": action, "id": name or actor})  # fmt: skip
+                         {"status": action, "id": name or actor}, image.owner)  # fmt: skip
 
 
-__all__ = ["HISTORY", "QUEUE_SIZE", "Event", "EventBus", "Subscription"]
+__all__ = ["HISTORY", "QUEUE_SIZE", "Event", "EventBus", "Owned", "Subscription"]

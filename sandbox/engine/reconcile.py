@@ -36,14 +36,21 @@ _PID_IN_NAME = re.compile(r"^(?:\.tmp-.*\.|\.new-|\.rm-|[a-z]+-)(\d+)[-.]?")
 
 
 def process_start(pid: int) -> int:
-    """The start time of a process (clock ticks since boot), or 0 if it is gone."""
+    """The start time of a process (clock ticks since boot), or 0 if it is gone.
+
+    A zombie is gone: it holds nothing any more, and whoever should reap it
+    (init, for a daemon whose starter exited) may not have done so yet.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return 0
     # The command name may hold spaces and parentheses: split after the last ')'.
-    return int(data[data.rindex(b")") + 2 :].split()[19])
+    fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return 0
+    return int(fields[19])
 
 
 def same_process(pid: int, start: int) -> bool:
@@ -91,7 +98,7 @@ def _pid_dead(name: str) -> bool:
     if not match:
         return False
     pid = int(match.group(1))
-    return pid != os.getpid() and not os.path.exists(f"/proc/{pid}")
+    return pid != os.getpid() and process_start(pid) == 0
 
 
 def _maybe_starting(cgroup: Cgroup) -> bool:
@@ -197,7 +204,7 @@ def _finish_commits(store: Store) -> list[str]:
     with locked(store.lock_path):
         for name in markers:
             pid, _, cid = name[len(COMMIT_MARKER) :].partition("-")
-            if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+            if not pid.isdigit() or process_start(int(pid)) != 0:
                 continue
             try:
                 record = store.containers.load(cid)

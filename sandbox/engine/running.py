@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.runtime.cgroups import Cgroup
 from sandbox.runtime.spawn import Spawned
 
 OutputListener = Callable[[str, bytes], None]
@@ -37,14 +38,16 @@ class Running:
     reached end-of-file (nothing written before the exit is lost).
     """
 
-    def __init__(self, spawned: Spawned, log_path: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, spawned: Spawned, log_path: str | None,
+                 loop: asyncio.AbstractEventLoop) -> None:  # fmt: skip
         self.spawned = spawned
         self.record: Any = None  # the engine's ContainerRecord, updated at exit
-        self.cgroup: Any = None  # its Cgroup (the engine's stats() reads it)
+        self.cgroup: Cgroup | None = None  # the engine's stats() reads it
         self.loop = loop
         self.listeners: list[OutputListener] = []
-        self.log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                              0o640)  # fmt: skip
+        # No log for an exec'd process (Docker logs only the container's own output).
+        self.log_fd = None if log_path is None else os.open(
+            log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)  # fmt: skip
         self.exited: asyncio.Future[int] = loop.create_future()
         self.status: int | None = None
         self._open_streams: dict[int, str] = {}
@@ -75,7 +78,8 @@ class Running:
         if not data:
             self._close_stream(fd)
             return False
-        os.write(self.log_fd, log_line(stream, data))
+        if self.log_fd is not None:
+            os.write(self.log_fd, log_line(stream, data))
         for listener in list(self.listeners):
             listener(stream, data)
         return True
@@ -100,7 +104,8 @@ class Running:
     def _maybe_done(self) -> None:
         if self.status is None or self._open_streams or self.exited.done():
             return
-        os.close(self.log_fd)
+        if self.log_fd is not None:
+            os.close(self.log_fd)
         self.spawned.close()
         try:
             for callback in self._on_exit:

@@ -6,7 +6,6 @@ what users (and the docker clients) read has one definition.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from sandbox.runtime.cgroups import Limits
 from sandbox.store import Store
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.images import Image, rfc3339
+from sandbox.units import ago
 
 
 def _ts(epoch: float) -> str:
@@ -39,18 +39,6 @@ def image_size(store: Store, image: Image) -> int:
     return total
 
 
-def ago(epoch: float, now: float | None = None) -> str:
-    """``5 seconds``, ``2 minutes``, as Docker words durations."""
-    delta = max(0, int((now or time.time()) - epoch))
-    for unit, seconds in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if delta >= seconds:
-            n = delta // seconds
-            return f"{n} {unit}{'s' if n > 1 else ''}"
-    if delta < 1:
-        return "Less than a second"
-    return "1 second" if delta == 1 else f"{delta} seconds"
-
-
 def status_text(record: ContainerRecord) -> str:
     """The STATUS column: ``Up 5 seconds``, ``Exited (0) 2 minutes ago``, ``Created``."""
     if record.state == "running":
@@ -72,7 +60,7 @@ def container_summary(record: ContainerRecord) -> dict[str, Any]:
         "State": record.state,
         "Status": status_text(record),
         "Ports": [],
-        "Labels": {},
+        "Labels": record.labels,
         "HostConfig": {"NetworkMode": "none"},
         "NetworkSettings": {"Networks": {}},
         "Mounts": [],
@@ -129,7 +117,7 @@ def container_inspect(store: Store, record: ContainerRecord) -> dict[str, Any]:
             "Cmd": record.cmd,
             "Image": record.image,
             "WorkingDir": record.workdir,
-            "Labels": {},
+            "Labels": record.labels,
         },
         "GraphDriver": {
             "Name": "overlay2",

@@ -17,6 +17,7 @@ Parent and child talk over two pipes:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno as errno_mod
 import fcntl
@@ -182,6 +183,84 @@ def spawn(
             child has exited with status 127 and been reaped).
         RuntimeFailure: a setup step failed; the message names it.
     """
+    pending = _begin(root, proc, join_files=join_files, open_stdin=open_stdin, zygote=zygote)
+    with pending:
+        if pending.console is not None:
+            pending.started.pty = _receive_pty(pending.console)
+        _wait_exec(pending.err_r, pending.started)
+    return pending.started
+
+
+async def spawn_async(
+    root: RootfsSpec,
+    proc: ProcessSpec,
+    *,
+    join_files: list[str],
+    open_stdin: bool = False,
+    zygote: Zygote | None = None,
+) -> Spawned:
+    """`spawn`, with the wait for the child's exec in the event loop, not blocking it.
+
+    The clone is done at once; the child's set-up (mounts, pivot_root, ...)
+    then takes milliseconds, during which a daemon serves its other clients.
+    If the caller is cancelled meanwhile, the child is killed and reaped.
+
+    Raises:
+        the same as `spawn`.
+    """
+    pending = _begin(root, proc, join_files=join_files, open_stdin=open_stdin, zygote=zygote)
+    with pending:
+        try:
+            if pending.console is not None:
+                await _readable(pending.console.fileno())
+                pending.started.pty = _receive_pty(pending.console)
+            await _readable(pending.err_r)  # a failure report, or EOF at the exec
+        except BaseException:
+            _kill_and_reap(pending.started)
+            raise
+        _wait_exec(pending.err_r, pending.started)  # reads what is there: no wait
+    return pending.started
+
+
+@dataclass
+class _Pending:
+    """A cloned child that has not exec'd yet: its handle and the parent's pipe ends."""
+
+    started: Spawned
+    err_r: int
+    console: socket.socket | None
+
+    def __enter__(self) -> _Pending:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.err_r)
+        if self.console is not None:
+            self.console.close()
+
+
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` is readable (data or end-of-file)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+def _kill_and_reap(started: Spawned) -> None:
+    with contextlib.suppress(OSError):
+        signal.pidfd_send_signal(started.pidfd, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(started.pid, 0)
+    started.close()
+
+
+def _begin(root: RootfsSpec, proc: ProcessSpec, *, join_files: list[str], open_stdin: bool,
+           zygote: Zygote | None) -> _Pending:  # fmt: skip
+    """Clone the child (directly or through the zygote); it then sets up on its own."""
     if zygote is None and threading.active_count() != 1:
         raise RuntimeFailure(
             "containers must be started from a single-threaded process or through a zygote"
@@ -222,15 +301,7 @@ def spawn(
         if console is not None:
             console[1].close()
     started = Spawned(pid=pid, pidfd=os.pidfd_open(pid), **parent_ends)
-    try:
-        if console is not None:
-            started.pty = _receive_pty(console[0])
-        _wait_exec(err_r, started)
-    finally:
-        os.close(err_r)
-        if console is not None:
-            console[0].close()
-    return started
+    return _Pending(started, err_r, console[0] if console is not None else None)
 
 
 def _child(

@@ -46,6 +46,9 @@ class ContainerRecord:
     limits: dict[str, Any] = field(default_factory=dict)
     auto_remove: bool = False
     owner: int = 0
+    # Docker's labels; ``sandbox.foreground=1`` marks a container whose
+    # `sandbox run` client must be there while it runs (see routes/containers.py).
+    labels: dict[str, str] = field(default_factory=dict)
     state: str = CREATED
     pid: int = 0
     pid_start: int = 0

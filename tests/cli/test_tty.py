@@ -58,6 +58,7 @@ class Terminal:
         self.buffer = b""  # read from the terminal, not consumed yet
         self.seen = b""  # everything consumed so far
         self.markers = 0
+        self.container_pid = 0  # the host PID of the container's init, once it runs
 
     def send(self, data: bytes) -> None:
         os.write(self.master, data)
@@ -121,6 +122,9 @@ def shell(root: Path, cli: Cli) -> Iterator[tuple[Terminal, str]]:
     term = Terminal(root, ["run", "-it", "--rm", "--name", name, "base", "bash"])
     try:
         term.read_until(rb"# ")  # the first prompt
+        # The daemon runs the container, so its processes descend from the
+        # container's init, not from `sandbox run`.
+        term.container_pid = json.loads(cli("inspect", name).stdout)[0]["State"]["Pid"]
         # A plain prompt makes the output easy to read; it changes nothing else.
         term.command("PS1='$ '; bind 'set enable-bracketed-paste off'")
         yield term, name
@@ -181,10 +185,11 @@ def test_job_control_works(shell: tuple[Terminal, str]) -> None:
 def wait_for_process(term: Terminal, cmdline: str) -> None:
     """Wait until a process with this command line runs inside the shell's container."""
     wanted = cmdline.replace(" ", "\0").encode() + b"\0"
+    assert term.container_pid > 0
     end = time.monotonic() + DEADLINE
     while True:
         for pid in os.listdir("/proc"):
-            if pid.isdigit() and _in_session(int(pid), term.proc.pid):
+            if pid.isdigit() and _in_container(int(pid), term.container_pid):
                 try:
                     if Path(f"/proc/{pid}/cmdline").read_bytes() == wanted:
                         return
@@ -194,15 +199,15 @@ def wait_for_process(term: Terminal, cmdline: str) -> None:
         time.sleep(0.01)
 
 
-def _in_session(pid: int, sandbox_pid: int) -> bool:
-    """True if ``pid`` descends from the sandbox process (the container's init does)."""
+def _in_container(pid: int, init_pid: int) -> bool:
+    """True if ``pid`` descends from the container's init (every process in it does)."""
     for _ in range(10):
         try:
             stat = Path(f"/proc/{pid}/stat").read_bytes()
         except OSError:
             return False
         pid = int(stat[stat.rindex(b")") + 2 :].split()[1])
-        if pid == sandbox_pid:
+        if pid == init_pid:
             return True
         if pid <= 1:
             return False

@@ -156,15 +156,16 @@ def _cgroups_of(root: Path) -> list[str]:
     return found
 
 
-def start_daemon(tmp: Path, *extra: str) -> Daemon:
-    """Build the base image in a fresh store, start sandboxd on it, wait for its ping."""
+def start_daemon(tmp: Path, *extra: str, build_base: bool = True) -> Daemon:
+    """Start sandboxd on a fresh store, wait for its ping, build the base image through it.
+
+    With ``build_base=False`` the store is used as it is (a restart).
+    """
     root = tmp / "root"
     env = {**os.environ, "SANDBOX_ROOT": str(root)}
     env.pop("SANDBOX_HOST", None)
-    subprocess.run([str(BIN / "sandbox"), "image", "build-base"], env=env, check=True,
-                   capture_output=True, timeout=120)  # fmt: skip
     sock, log = tmp / "sandboxd.sock", tmp / "sandboxd.log"
-    with open(log, "wb") as out:
+    with open(log, "ab") as out:  # a restart keeps the log of the daemon before
         proc = subprocess.Popen(
             [str(BIN / "sandboxd"), "--host", f"unix://{sock}", "--root", str(root), "--debug",
              "--shutdown-timeout", "2", *extra],
@@ -177,6 +178,10 @@ def start_daemon(tmp: Path, *extra: str) -> Daemon:
             raise AssertionError(f"sandboxd exited with {proc.returncode}:\n{daemon.log_text()}")
         try:
             if daemon.request("GET", "/_ping", timeout=2).status == 200:
+                if build_base:  # the CLI is a client: of this daemon, not one of its own
+                    subprocess.run([str(BIN / "sandbox"), "image", "build-base"],
+                                   env={**env, "SANDBOX_HOST": daemon.url}, check=True,
+                                   capture_output=True, timeout=120)  # fmt: skip
                 return daemon
         except OSError:
             time.sleep(0.05)

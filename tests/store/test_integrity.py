@@ -5,6 +5,12 @@ layer and container is complete and refers only to things that exist, and no
 temporary file or directory of a dead process is left. It is checked after the
 next `sandbox` command has run, since that command reconciles what a crashed
 one left behind.
+
+The CLI is a client: the process that writes the store is the daemon, so the
+crash that matters is the daemon's. The SIGKILL tests kill ``sandboxd`` in the
+middle of a commit, an ``rm`` or a base image build (the next ``sandbox``
+command starts a new daemon, which reconciles the store first), and kill a
+``sandbox run`` client to check that its container does not outlive it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import json
 import os
 import random
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -253,6 +260,26 @@ def test_sigkill_of_sandbox_run_is_cleaned_up_by_the_next_command(
     check_store(root)
 
 
+def daemon_pid(root: Path) -> int:
+    """The PID of the sandboxd serving ``root`` (the last command started or used it)."""
+    return int((root / "sandboxd.pid").read_text())
+
+
+def kill_daemon(pid: int) -> None:
+    """SIGKILL the daemon and wait until it is gone (its store lock is free then)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        select.select([fd], [], [], 30)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def mutating_syscalls(trace: str) -> list[tuple[str, int]]:
     """(syscall, invocation number) of each call in an strace log that changes the store."""
     counts: dict[str, int] = {}
@@ -263,7 +290,8 @@ def mutating_syscalls(trace: str) -> list[tuple[str, int]]:
             continue
         name = match.group(1)
         counts[name] = counts.get(name, 0) + 1
-        if "EEXIST" not in line and not line.startswith("write(1,"):
+        # Not the daemon's log lines (its stdout and stderr are its log).
+        if "EEXIST" not in line and not line.startswith(("write(1,", "write(2,")):
             points.append((name, counts[name]))
     return points
 
@@ -276,12 +304,31 @@ TRACED = "rename,renameat,renameat2,mkdir,mkdirat,unlink,unlinkat,rmdir,link,lin
 
 
 def traced(root: Path, args: list[str], inject: str | None, log: Path) -> int:
-    """Run `sandbox *args` under strace, killed by SIGKILL at one syscall if `inject`."""
-    env = {**os.environ, "SANDBOX_ROOT": str(root), "NO_COLOR": "1"}
-    cmd = ["strace", "-qq", "-o", str(log), "-e", f"trace={TRACED}"]
+    """Run `sandbox *args` with the daemon under strace, SIGKILLed at one syscall if `inject`.
+
+    strace attaches to the running daemon just before the command and counts
+    from there: the daemon is idle until the command's request comes, so the
+    counts are those of the request. Returns the command's status.
+    """
+    ok(sandbox(root, "ps"))  # a daemon runs (a new one after a kill)
+    pid = daemon_pid(root)
+    cmd = ["strace", "-qq", "-o", str(log), "-e", f"trace={TRACED}", "-p", str(pid)]
     if inject:
         cmd += ["-e", f"inject={inject}"]
-    result = subprocess.run([*cmd, SANDBOX, *args], env=env, capture_output=True, timeout=60)
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while "TracerPid:\t0\n" in Path(f"/proc/{pid}/status").read_text():
+            assert tracer.poll() is None, tracer.communicate()
+            assert time.monotonic() < deadline, "strace did not attach to sandboxd"
+            time.sleep(0.01)
+        result = sandbox(root, *args)
+    finally:
+        if tracer.poll() is None:
+            tracer.send_signal(signal.SIGINT)  # detach: the daemon goes on
+        tracer.communicate(timeout=30)
+    if inject:
+        kill_daemon(pid)  # (if the injection did not: the next command starts afresh)
     return result.returncode
 
 
@@ -297,11 +344,14 @@ def assert_changes_kept(root: Path, image: str) -> None:
 
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (syscall injection)")
-def test_sigkill_of_commit_at_every_store_write_loses_nothing(fresh_root: Path) -> None:
-    """SIGKILL `sandbox commit` just before each of its writes, one run per write.
+def test_sigkill_of_the_daemon_at_every_store_write_of_a_commit_loses_nothing(
+    fresh_root: Path,
+) -> None:
+    """SIGKILL sandboxd just before each write of a commit, one run per write.
 
-    Afterwards the store is whole, and committing the container again gives an
-    image with every change: the killed commit either happened or did not.
+    Afterwards (once the next command has started a new daemon) the store is
+    whole, and committing the container again gives an image with every
+    change: the killed commit either happened or did not.
     """
     ok(sandbox(fresh_root, "image", "build-base"))
     make_changed_container(fresh_root, "dry")
@@ -330,11 +380,16 @@ def test_sigkill_of_commit_at_every_store_write_loses_nothing(fresh_root: Path) 
         log.unlink(missing_ok=True)
 
 
-def test_sigkill_at_random_moments_leaves_a_whole_store(fresh_root: Path) -> None:
-    """Kill `image build-base`, `commit` and `rm` at random moments, 21 times in all."""
+def test_sigkill_of_the_daemon_at_random_moments_leaves_a_whole_store(fresh_root: Path) -> None:
+    """Kill sandboxd during `image build-base`, `commit` and `rm` at random moments, 21 times."""
     rng = random.Random(int(os.environ.get("SANDBOX_TEST_SEED", "2")))
     started = time.monotonic()
     ok(sandbox(fresh_root, "image", "build-base"))
+    # What a command costs before its request reaches the daemon (and after the
+    # reply): the moments to aim at come after it.
+    t0 = time.monotonic()
+    ok(sandbox(fresh_root, "ps"))
+    overhead = time.monotonic() - t0
     durations = {"image": time.monotonic() - started}
     killed = 0
     for i in range(21):
@@ -345,14 +400,16 @@ def test_sigkill_at_random_moments_leaves_a_whole_store(fresh_root: Path) -> Non
         else:
             make_changed_container(fresh_root, name)
             args = ["commit", name, f"{name}:1"] if op == "commit" else ["rm", name]
-        delay = rng.uniform(0.05, 1.2 * durations.get(op, 0.4))
+        pid = daemon_pid(fresh_root)
+        work = max(durations.get(op, 0.4) - overhead, 0.05)
+        delay = overhead * 0.8 + rng.uniform(0, 1.2 * work)
         t0 = time.monotonic()
         proc = popen(fresh_root, *args)
         try:
             proc.wait(timeout=delay)
             durations[op] = time.monotonic() - t0  # it finished: aim inside it next time
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
+            kill_daemon(pid)
             killed += 1
         proc.communicate()
 

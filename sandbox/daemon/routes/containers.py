@@ -1,4 +1,4 @@
-"""``/containers/...``: create, start, attach, wait, logs, stop, kill, remove, diff.
+"""``/containers/...``: create, start, attach, wait, logs, stop, restart, kill, remove, diff.
 
 ``docker run --rm base echo hi`` is, in order: create, attach (hijacked),
 ``wait?condition=removed``, start. The attach and the wait come before the
@@ -6,6 +6,10 @@ start, so both register on the container's ID with the supervisor, which
 hands every started container's output to whoever is registered. The wait
 replies with its headers at once (the CLI sends the start only after them)
 and with ``{"StatusCode": N}`` when the condition is met.
+
+``sandbox run`` (without ``-d``) makes the same calls, and labels the
+container ``sandbox.foreground=1``: if its connection closes while the
+container runs, the client is gone and the container is killed with it.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.daemon import params
+from sandbox.daemon import access, params
 from sandbox.daemon.create import parse_create
 from sandbox.daemon.params import json_reply
-from sandbox.daemon.routes import Route, peer_uid, supervisor
+from sandbox.daemon.routes import Route, supervisor
 from sandbox.daemon.streams import (
     MULTIPLEXED,
     RAW,
@@ -40,6 +44,13 @@ from sandbox.errors import Conflict, InvalidArgument, NotFound
 from sandbox.store.containers import ContainerRecord
 
 DEFAULT_STOP_TIMEOUT = 10  # seconds, as Docker's
+# `sandbox run` (without -d) and `sandbox create` label their containers so:
+# the client that attaches before the start runs it in the foreground.
+FOREGROUND_LABEL = "sandbox.foreground"
+FOREGROUND_GONE = (
+    "stopped: the sandbox client that ran it in the foreground went away, "
+    "so the container was killed"
+)
 
 
 def _streams(request: web.Request) -> set[str]:
@@ -51,19 +62,31 @@ async def create(request: web.Request) -> web.StreamResponse:
     sup = supervisor(request)
     spec = parse_create(await params.json_body(request))
     name = request.query.get("name", "").lstrip("/") or None
-    record = sup.engine.create(
-        spec.image,
-        spec.cmd,
-        name=name,
-        env=spec.env,
-        workdir=spec.workdir,
-        hostname=spec.hostname,
-        tty=spec.tty,
-        open_stdin=spec.open_stdin,
-        limits=spec.limits,
-        auto_remove=spec.auto_remove,
-        owner=peer_uid(request),
-    )
+    # Someone else's image is "No such image" (and the default one is built
+    # on first use).
+    access.check_image(request, sup.engine.image(spec.image), spec.image)
+    try:
+        record = sup.engine.create(
+            spec.image,
+            spec.cmd,
+            name=name,
+            env=spec.env,
+            workdir=spec.workdir,
+            hostname=spec.hostname,
+            tty=spec.tty,
+            open_stdin=spec.open_stdin,
+            limits=spec.limits,
+            auto_remove=spec.auto_remove,
+            owner=access.caller(request),
+            labels=spec.labels,
+        )
+    except Conflict:
+        if name is None or access.name_visible(request, name):
+            raise
+        # Names are shared by all users; someone else's container stays unnamed.
+        raise Conflict(
+            f'the container name "{name}" is already in use: choose another name'
+        ) from None
     if spec.console_size is not None:
         sup.console_size(record.id, spec.console_size)
     return json_reply({"Id": record.id, "Warnings": []}, status=201)
@@ -84,11 +107,10 @@ def _matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
 
 async def list_containers(request: web.Request) -> web.StreamResponse:
     """``GET /containers/json?all=&limit=&filters=``: running ones unless ``all``."""
-    sup = supervisor(request)
     limit = params.integer(request, "limit", -1) or -1
     show_all = params.flag(request, "all") or limit > 0
     filters = params.filters(request)
-    records = [r for r in sup.engine.store.containers.list()
+    records = [r for r in access.containers(request)
                if (show_all or r.state == "running") and _matches(r, filters)]  # fmt: skip
     if limit > 0:
         records = records[:limit]
@@ -98,20 +120,21 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
 async def inspect(request: web.Request) -> web.StreamResponse:
     """``GET /containers/{id}/json``."""
     sup = supervisor(request)
-    record = sup.find(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
     return json_reply(views.container_inspect(sup.engine.store, record))
 
 
 async def start(request: web.Request) -> web.StreamResponse:
     """``POST /containers/{id}/start``: 204, or 304 if it already runs."""
-    started = supervisor(request).start(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
+    started = await supervisor(request).start(record.id)
     return web.Response(status=204 if started else 304)
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
     """``POST /containers/{id}/wait?condition=``: headers now, the status when met."""
     sup = supervisor(request)
-    record = sup.find(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
     waiting = sup.waiter(record, request.query.get("condition", "") or "not-running")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     try:
@@ -119,7 +142,13 @@ async def wait(request: web.Request) -> web.StreamResponse:
         status = await waiting
     finally:
         waiting.cancel()
-    await response.write(json.dumps({"StatusCode": status, "Error": None}).encode() + b"\n")
+    reply: dict[str, Any] = {"StatusCode": int(status), "Error": None}
+    if error := getattr(status, "error", ""):
+        # Why it ended (out of memory, ...), for a client that cannot inspect
+        # it any more (--rm). Not Docker's "Error", which the docker CLI
+        # reads as a failed wait (exit 125).
+        reply["SandboxError"] = error
+    await response.write(json.dumps(reply).encode() + b"\n")
     await response.write_eof()
     return response
 
@@ -156,7 +185,7 @@ def _tail(request: web.Request) -> int | None:
 async def logs(request: web.Request) -> web.StreamResponse:
     """``GET /containers/{id}/logs?stdout=&stderr=&follow=&tail=&timestamps=`` (chunked)."""
     sup = supervisor(request)
-    record = sup.find(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
     streams = _streams(request)
     if not streams:
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
@@ -212,7 +241,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     running yet) or the client goes away.
     """
     sup = supervisor(request)
-    record = sup.find(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
     streams = _streams(request)
     stream, replay, want_stdin = (params.flag(request, k) for k in ("stream", "logs", "stdin"))
     if not (streams or want_stdin):
@@ -222,6 +251,9 @@ async def attach(request: web.Request) -> web.StreamResponse:
             f"container {record.name} is run by another sandbox process (`sandbox run`), "
             "not by this daemon: attach to it there"
         )
+    # Attached before the start of a foreground container: this client runs
+    # it, and it must not outlive the client (see below).
+    foreground = record.labels.get(FOREGROUND_LABEL) == "1" and not sup.is_running(record)
     attachment = Attachment(streams, record.tty)
     # Registering and reading the log happen together (no await between), so
     # the replay and the live output neither overlap nor leave a gap.
@@ -248,6 +280,13 @@ async def attach(request: web.Request) -> web.StreamResponse:
             attachment.connect(conn)
             ends: list[asyncio.Future[Any]] = [attachment.finished, conn.closed]
             await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+            # The connection closed while the container runs: the client that
+            # runs it in the foreground went away (killed by SIGKILL, say).
+            # Before the daemon, the container died with that process; it
+            # still must, or it would run on with nobody to see or stop it.
+            # (`sandbox run -d` sets no label: it outlives its client.)
+            if foreground and conn.closed.done() and not attachment.finished.done():
+                sup.abandon(record.id, FOREGROUND_GONE)
     finally:
         if unwatch is not None:
             unwatch()
@@ -259,14 +298,16 @@ async def attach(request: web.Request) -> web.StreamResponse:
 async def resize(request: web.Request) -> web.StreamResponse:
     """``POST /containers/{id}/resize?h=&w=``: the terminal's rows and columns."""
     height, width = params.integer(request, "h", 0), params.integer(request, "w", 0)
-    supervisor(request).resize(request.match_info["id"], height or 0, width or 0)
+    record = access.container(request, request.match_info["id"])
+    supervisor(request).resize(record.id, height or 0, width or 0)
     return web.Response(status=200)
 
 
 async def kill(request: web.Request) -> web.StreamResponse:
     """``POST /containers/{id}/kill?signal=``: 204; 409 if it is not running."""
     sig = params.signal_number(request.query.get("signal", ""), signal.SIGKILL)
-    await supervisor(request).kill(request.match_info["id"], sig)
+    record = access.container(request, request.match_info["id"])
+    await supervisor(request).kill(record.id, sig)
     return web.Response(status=204)
 
 
@@ -275,21 +316,31 @@ async def stop(request: web.Request) -> web.StreamResponse:
     timeout = params.integer(request, "t", DEFAULT_STOP_TIMEOUT)
     sig = params.signal_number(request.query.get("signal", ""), signal.SIGTERM)
     grace = None if timeout is not None and timeout < 0 else float(timeout or 0)
-    stopped = await supervisor(request).stop(request.match_info["id"], grace, sig)
+    record = access.container(request, request.match_info["id"])
+    stopped = await supervisor(request).stop(record.id, grace, sig)
     return web.Response(status=204 if stopped else 304)
+
+
+async def restart(request: web.Request) -> web.StreamResponse:
+    """``POST /containers/{id}/restart?t=``: stop (SIGKILL after ``t`` s), then start; 204."""
+    timeout = params.integer(request, "t", DEFAULT_STOP_TIMEOUT)
+    grace = None if timeout is not None and timeout < 0 else float(timeout or 0)
+    record = access.container(request, request.match_info["id"])
+    await supervisor(request).restart(record.id, grace)
+    return web.Response(status=204)
 
 
 async def remove(request: web.Request) -> web.StreamResponse:
     """``DELETE /containers/{id}?force=``: 204; 409 if it runs and force is not given."""
-    await supervisor(request).remove(request.match_info["id"],
-                                     force=params.flag(request, "force"))  # fmt: skip
+    record = access.container(request, request.match_info["id"])
+    await supervisor(request).remove(record.id, force=params.flag(request, "force"))
     return web.Response(status=204)
 
 
 async def changes(request: web.Request) -> web.StreamResponse:
     """``GET /containers/{id}/changes``: ``[{"Path", "Kind"}]`` (0 changed, 1 added, 2 deleted)."""
-    sup = supervisor(request)
-    found = sup.engine.diff(request.match_info["id"])
+    record = access.container(request, request.match_info["id"])
+    found = supervisor(request).engine.diff(record.id)
     return json_reply([{"Path": c.path, "Kind": c.docker_kind} for c in found])
 
 
@@ -304,6 +355,7 @@ ROUTES: list[Route] = [
     ("POST", "/containers/{id}/resize", resize),
     ("POST", "/containers/{id}/kill", kill),
     ("POST", "/containers/{id}/stop", stop),
+    ("POST", "/containers/{id}/restart", restart),
     ("DELETE", "/containers/{id}", remove),
     ("GET", "/containers/{id}/changes", changes),
 ]

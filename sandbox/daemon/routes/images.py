@@ -3,6 +3,9 @@
 Image names in paths may hold slashes (the docker CLI sends
 ``docker.io/library/base``); the store's reference parser reads them as the
 familiar ``base:latest``.
+
+Who sees which image, and who may tag or remove it, is `sandbox.daemon.access`'s
+rule: shared (root's) images for everyone, a user's commits for that user.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import json
 
 from aiohttp import web
 
-from sandbox.daemon import params
+from sandbox.daemon import access, params
 from sandbox.daemon.params import json_reply
-from sandbox.daemon.routes import Route, peer_uid, supervisor
+from sandbox.daemon.routes import Route, supervisor
 from sandbox.engine import views
 from sandbox.errors import ImageNotFound, InvalidArgument, NotFound
 from sandbox.store.images import Image
@@ -40,7 +43,7 @@ async def list_images(request: web.Request) -> web.StreamResponse:
     for key in filters:
         if key not in ("reference", "dangling"):
             raise InvalidArgument(f"invalid filter {key!r}: use reference or dangling")
-    images = store.images.list()
+    images = access.images(request)
     if "reference" in filters:
         images = [i for i in images if _reference_matches(i, filters["reference"])]
     if "dangling" in filters:
@@ -52,13 +55,13 @@ async def list_images(request: web.Request) -> web.StreamResponse:
 async def inspect(request: web.Request) -> web.StreamResponse:
     """``GET /images/{name}/json``."""
     store = supervisor(request).engine.store
-    return json_reply(views.image_inspect(store, store.images.resolve(_name(request))))
+    return json_reply(views.image_inspect(store, access.image(request, _name(request))))
 
 
 async def history(request: web.Request) -> web.StreamResponse:
     """``GET /images/{name}/history``: newest first."""
     store = supervisor(request).engine.store
-    return json_reply(views.image_history(store, store.images.resolve(_name(request))))
+    return json_reply(views.image_history(store, access.image(request, _name(request))))
 
 
 def _repo_tag(repo: str, tag: str) -> str:
@@ -70,18 +73,21 @@ def _repo_tag(repo: str, tag: str) -> str:
 
 async def tag(request: web.Request) -> web.StreamResponse:
     """``POST /images/{name}/tag?repo=&tag=``: 201."""
-    store = supervisor(request).engine.store
+    engine = supervisor(request).engine
     repo = request.query.get("repo", "")
     if not repo.strip():
         raise InvalidArgument("no repository given: set repo (and tag) in the query")
-    image = store.images.resolve(_name(request))
-    store.images.tag(image.id, _repo_tag(repo, request.query.get("tag", "")))
+    image = access.own_image(request, _name(request), "tag")
+    repo_tag = _repo_tag(repo, request.query.get("tag", ""))
+    access.check_new_tag(request, repo_tag)
+    engine.tag(image.id, repo_tag)  # and a "tag" event
     return web.Response(status=201)
 
 
 async def remove(request: web.Request) -> web.StreamResponse:
     """``DELETE /images/{name}?force=``: 200 ``[{"Untagged"}, {"Deleted"}]``."""
     engine = supervisor(request).engine
+    access.own_image(request, _name(request), "remove")
     removed = engine.remove_image(_name(request), force=params.flag(request, "force"))
     return json_reply(removed)
 
@@ -91,7 +97,6 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
     Registries come later; until then a missing image is a 404 that says so.
     """
-    store = supervisor(request).engine.store
     source = request.query.get("fromImage", "")
     if not source:
         raise InvalidArgument("importing images (fromSrc) is not supported yet")
@@ -99,7 +104,7 @@ async def pull(request: web.Request) -> web.StreamResponse:
     if ":" not in source.rpartition("/")[2]:
         ref = f"{source}:{request.query.get('tag') or 'latest'}"
     try:
-        image = store.images.resolve(ref)
+        image = access.image(request, ref)
     except ImageNotFound:
         raise NotFound(
             f"pull access denied for {ref}: the sandbox cannot pull from registries yet; "
@@ -122,12 +127,15 @@ async def commit(request: web.Request) -> web.StreamResponse:
     await params.json_body(request)  # a container config may come; only its form is checked
     repo = request.query.get("repo", "")
     repo_tag = _repo_tag(repo, request.query.get("tag", "")) if repo.strip() else None
+    record = access.container(request, container)
+    if repo_tag:
+        access.check_new_tag(request, repo_tag)
     image = engine.commit(
-        container,
+        record.id,
         repo_tag,
         message=request.query.get("comment", ""),
         author=request.query.get("author", ""),
-        owner=peer_uid(request),
+        owner=access.caller(request),
     )
     return json_reply({"Id": f"sha256:{image.id}"}, status=201)
 
