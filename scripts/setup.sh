@@ -51,8 +51,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 3. The default image (built from this machine's own tools, no download).
-if [ "$(id -u)" = 0 ] || [ -n "${SANDBOX_ROOT:-}" ]; then
+# 3. The default image (built from this machine's own tools, no download),
+#    through the daemon, which `sandbox` starts when none answers. The tests
+#    use stores and daemons of their own, so --test leaves the default alone.
+if [ "$want_test" = 0 ] && { [ "$(id -u)" = 0 ] || [ -n "${SANDBOX_ROOT:-}" ]; }; then
   if ! .venv/bin/sandbox images -q 2>/dev/null | grep -q .; then
     log "building the default image base"
     .venv/bin/sandbox image build-base
