@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import shlex
 import signal
 import time
@@ -476,7 +475,7 @@ class Engine:
             # from the saved state, so this must be saved before the kill).
             record.auto_remove = True
             self.store.containers.save(record)
-            _kill_and_wait(record.pid, record.pid_start)
+            reconcile.kill_and_wait(record.pid, record.pid_start)
             if record.id not in self.running:
                 self._wait_removed(record)
             return record
@@ -677,23 +676,6 @@ class _Launch:
     path: Path
     root: RootfsSpec
     proc: ProcessSpec
-
-
-def _kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
-    """SIGKILL a container's init (if it still is that process) and wait for its end."""
-    if not reconcile.same_process(pid, start):
-        return
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-        select.select([fd], [], [], timeout)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _merge_env(image_env: list[str], extra: list[str], tty: bool) -> list[str]:

@@ -58,7 +58,8 @@ def same_process(pid: int, start: int) -> bool:
     return pid > 0 and start > 0 and process_start(pid) == start
 
 
-def _kill_and_wait(pid: int, start: int, timeout: float = 5.0) -> None:
+def kill_and_wait(pid: int, start: int, timeout: float = 10.0) -> None:
+    """SIGKILL a container's init (if it still is that process) and wait for its end."""
     if not same_process(pid, start):
         return
     try:
@@ -134,7 +135,7 @@ def reconcile(store: Store, driver: CgroupDriver) -> list[str]:
         except Exception:
             record = None
         if record is not None and record.state == RUNNING:
-            _kill_and_wait(record.pid, record.pid_start)
+            kill_and_wait(record.pid, record.pid_start)
             record.state, record.exit_code, record.finished_at = EXITED, 137, time.time()
             record.error = (
                 "stopped: the sandbox process that ran this container was killed, "
