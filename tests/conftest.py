@@ -13,6 +13,7 @@ its log holds no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -230,3 +232,62 @@ def cli(root: Path):  # type: ignore[no-untyped-def]
         return sandbox_cmd(*args, root=root, **kw)  # type: ignore[arg-type]
 
     return run
+
+
+HANG_GUARD = 60.0  # seconds a background command may take to end (a hang guard only)
+
+
+class Background:
+    """``sandbox`` commands run in the background; killed and reaped at teardown."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "SANDBOX_ROOT": str(self.root), "NO_COLOR": "1"}
+        exe = Path(sys.executable).with_name("sandbox")
+        proc = subprocess.Popen([str(exe), *args], env=env, stdin=stdin,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        killed = False
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()  # its foreground container is stopped with it
+                killed = True
+            proc.wait(timeout=HANG_GUARD)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+        if killed:  # the next command settles what the killed ones left
+            env = {**os.environ, "SANDBOX_ROOT": str(self.root)}
+            exe = Path(sys.executable).with_name("sandbox")
+            subprocess.run([str(exe), "ps", "-a"], env=env, capture_output=True, check=False)
+
+
+@pytest.fixture
+def background(root: Path) -> Iterator[Background]:
+    """Start ``sandbox`` commands in the background; they are killed after the test."""
+    bg = Background(root)
+    try:
+        yield bg
+    finally:
+        bg.close()
+
+
+@pytest.fixture
+def names(cli):  # type: ignore[no-untyped-def]
+    """``names("web")`` gives a unique container name; those containers are removed after."""
+    made: list[str] = []
+
+    def make(prefix: str) -> str:
+        made.append(f"{prefix}-{uuid.uuid4().hex[:8]}")
+        return made[-1]
+
+    yield make
+    for name in made:
+        cli("rm", "-f", name)

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sandbox.errors import CommandNotFound, RuntimeFailure
-from sandbox.runtime import capabilities, trampoline
+from sandbox.runtime import capabilities, spawn, trampoline
 from sandbox.runtime import syscalls as sc
 from sandbox.runtime.spawn import Spawned
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec
@@ -111,22 +111,7 @@ def exec_into(pidfd: int, proc: ProcessSpec, *, join_files: list[str],
     plan = ExecPlan(proc, join_files, keep, list(capabilities.to_drop(keep)))
     tramp = trampoline.memfd()
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    parent_ends: dict[str, int] = {}
-    child_ends: list[int] = []
-    console: tuple[socket.socket, socket.socket] | None = None
-    if proc.tty:
-        console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        if open_stdin:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            parent_ends["stdin"], stdin = w, r
-        else:
-            stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        child_ends.append(stdin)
-        for name in ("stdout", "stderr"):
-            r, w = os.pipe2(os.O_CLOEXEC)
-            parent_ends[name] = r
-            child_ends.append(w)
+    parent_ends, child_ends, console = spawn.stdio_ends(proc.tty, open_stdin)
     try:
         middle = _clone_middle(plan, pidfd, err_w, child_ends, console[1] if console else None,
                                tramp)  # fmt: skip

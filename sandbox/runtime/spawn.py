@@ -128,6 +128,32 @@ class ChildPlan:
                    data["keep_caps"], data["drop_caps"])  # fmt: skip
 
 
+def stdio_ends(
+    tty: bool, open_stdin: bool
+) -> tuple[dict[str, int], list[int], tuple[socket.socket, socket.socket] | None]:
+    """The pipes (or console socket pair) between the engine and a new process.
+
+    Returns the engine's ends by name (stdin, stdout, stderr), the child's
+    ends in fd order (stdin, stdout, stderr; empty for a tty), and, for a tty,
+    the socket pair the child sends its pty master on. All are close-on-exec.
+    """
+    parent_ends: dict[str, int] = {}
+    child_ends: list[int] = []
+    if tty:
+        return parent_ends, child_ends, socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if open_stdin:
+        r, w = os.pipe2(os.O_CLOEXEC)
+        parent_ends["stdin"], stdin = w, r
+    else:
+        stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    child_ends.append(stdin)
+    for name in ("stdout", "stderr"):
+        r, w = os.pipe2(os.O_CLOEXEC)
+        parent_ends[name] = r
+        child_ends.append(w)
+    return parent_ends, child_ends, None
+
+
 def clone_child(plan: ChildPlan, err_w: int, stdio: list[int], console: int | None,
                 init_fd: int, *, parent: bool = False) -> int:  # fmt: skip
     """Clone the container's first process; in the caller, return its PID.
@@ -268,22 +294,7 @@ def _begin(root: RootfsSpec, proc: ProcessSpec, *, join_files: list[str], open_s
     keep = capabilities.mask(capabilities.DEFAULT_CAPS)
     plan = ChildPlan(root, proc, join_files, keep, list(capabilities.to_drop(keep)))
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    parent_ends: dict[str, int] = {}
-    child_ends: list[int] = []
-    console: tuple[socket.socket, socket.socket] | None = None
-    if proc.tty:
-        console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        if open_stdin:
-            r, w = os.pipe2(os.O_CLOEXEC)
-            parent_ends["stdin"], stdin = w, r
-        else:
-            stdin = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-        child_ends.append(stdin)
-        for name in ("stdout", "stderr"):
-            r, w = os.pipe2(os.O_CLOEXEC)
-            parent_ends[name] = r
-            child_ends.append(w)
+    parent_ends, child_ends, console = stdio_ends(proc.tty, open_stdin)
     console_fd = console[1].fileno() if console else None
     try:
         if zygote is not None:

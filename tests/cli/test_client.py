@@ -17,8 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -106,20 +105,6 @@ def read_until(stream: IO[bytes], marker: bytes) -> bytes:
             assert chunk, f"end of output before {marker!r}; got {data!r}"
             data += chunk
     return data
-
-
-@pytest.fixture
-def names(cli: Cli) -> Iterator[Names]:
-    """``names("web")`` gives a unique container name; those containers are removed after."""
-    made: list[str] = []
-
-    def make(prefix: str) -> str:
-        made.append(f"{prefix}-{uuid.uuid4().hex[:8]}")
-        return made[-1]
-
-    yield make
-    for name in made:
-        cli("rm", "-f", name)
 
 
 # -- the daemon started for the user -----------------------------------------------------

@@ -12,20 +12,20 @@ wall time, compared with the same loop run without a limit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import select
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from conftest import Background
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -55,61 +55,6 @@ def inspect(cli: Cli, ref: str) -> dict[str, Any]:
     result = cli("inspect", ref)
     assert result.returncode == 0, result.stderr.decode()
     return json.loads(result.stdout)[0]
-
-
-class Background:
-    """``sandbox`` commands run in the background; killed and reaped at teardown."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, *args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "SANDBOX_ROOT": str(self.root), "NO_COLOR": "1"}
-        exe = Path(sys.executable).with_name("sandbox")
-        proc = subprocess.Popen([str(exe), *args], env=env, stdin=stdin,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        killed = False
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()  # its container dies with it (PDEATHSIG)
-                killed = True
-            proc.wait(timeout=DEADLINE)
-            for pipe in (proc.stdin, proc.stdout, proc.stderr):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-        if killed:  # the next engine reconciles: cgroup removed, state saved
-            env = {**os.environ, "SANDBOX_ROOT": str(self.root)}
-            exe = Path(sys.executable).with_name("sandbox")
-            subprocess.run([str(exe), "ps", "-a"], env=env, capture_output=True, check=False)
-
-
-@pytest.fixture
-def background(root: Path) -> Iterator[Background]:
-    bg = Background(root)
-    try:
-        yield bg
-    finally:
-        bg.close()
-
-
-@pytest.fixture
-def names(cli: Cli) -> Iterator[Names]:
-    """``names("hog")`` gives a unique container name; those containers are removed after."""
-    made: list[str] = []
-
-    def make(prefix: str) -> str:
-        made.append(f"{prefix}-{uuid.uuid4().hex[:8]}")
-        return made[-1]
-
-    yield make
-    for name in made:
-        cli("rm", "-f", name)
 
 
 def read_until(stream: IO[bytes], marker: bytes, deadline: float = DEADLINE) -> bytes:
