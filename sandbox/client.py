@@ -19,7 +19,8 @@ Streams: ``logs`` and ``stats`` are chunked replies read as they come;
 ``attach`` and ``exec`` start take the connection over (``Upgrade: tcp``,
 ``101 UPGRADED``), after which it carries the output one way (raw with a
 terminal, else 8-byte-framed stdout and stderr) and stdin the other, with a
-half-close when stdin ends (`Hijacked`).
+half-close when stdin ends (`Hijacked`). Every request, the hijacked ones
+too, says who sends it: ``User-Agent: jupyter-sandbox/<version>``.
 
 EXAMPLE:
     async with AsyncClient() as client:
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import inspect
 import json
 import os
@@ -41,6 +43,7 @@ import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from importlib import metadata
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -76,6 +79,20 @@ STREAM_NAMES = {0: "stdin", 1: "stdout", 2: "stderr", 3: "system"}
 # The words the daemon adds to a missing command's message for the docker
 # CLI, which picks exit status 127 from them (sandbox/daemon/errors.py).
 _DOCKER_127 = " (executable file not found in $PATH)"
+
+
+@functools.cache
+def user_agent() -> str:
+    """``jupyter-sandbox/<version>``: the User-Agent of every request this client sends.
+
+    The daemon tells its own clients from docker-py by it (docker-py alone
+    needs a pause after an attach's 101: sandbox/daemon/streams.py).
+    """
+    try:
+        version = metadata.version("jupyter-sandbox")
+    except metadata.PackageNotFoundError:
+        version = "0.0.0"
+    return f"jupyter-sandbox/{version}"
 
 
 # -- errors --------------------------------------------------------------------
@@ -238,21 +255,34 @@ def _spawn_daemon(root: Path, sock: Path, log: Path) -> int:
 
     It gets a session of its own (a ^C in the user's terminal is not for
     it), stdin from /dev/null and its log in ``log``; it inherits no other
-    descriptor (Python's are close-on-exec).
+    descriptor. Python's own are close-on-exec, but not those this process
+    inherited: a daemon that kept, say, its starter's lock file or a Jupyter
+    server's socket open would hold them for as long as it runs.
     """
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     try:
         argv = [*_sandboxd_argv(), "--root", str(root), "--host", f"unix://{sock}"]
         env = {k: v for k, v in os.environ.items() if k != "SANDBOX_HOST"}
+        inherited = [int(n) for n in os.listdir("/proc/self/fd") if int(n) > 2 and int(n) != fd]
         return os.posix_spawn(
             argv[0], argv, env,
             file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2)],
+                          (os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_DUP2, fd, 2),
+                          *[(os.POSIX_SPAWN_CLOSE, n) for n in inherited
+                            if not _cloexec(n)]],
             setsid=True,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT),
         )  # fmt: skip
     finally:
         os.close(fd)
+
+
+def _cloexec(fd: int) -> bool:
+    """True if ``fd`` closes on exec anyway (or is not open any more)."""
+    try:
+        return bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+    except OSError:
+        return True
 
 
 def _exited(pid: int) -> int | None:
@@ -332,6 +362,7 @@ class AsyncClient:
                 base_url="http://sandboxd",
                 connector=aiohttp.UnixConnector(path=str(self.socket)),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT),
+                headers={"User-Agent": user_agent()},
             )
         if not self._ready:
             if not await self._answers():
@@ -465,6 +496,7 @@ class AsyncClient:
         try:
             writer.write(
                 f"POST {PREFIX}{path}?{query} HTTP/1.1\r\nHost: sandboxd\r\n"
+                f"User-Agent: {user_agent()}\r\n"
                 "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n".encode()
                 + data
@@ -547,19 +579,41 @@ class AsyncClient:
     async def remove(self, ref: str, force: bool = False) -> None:
         await self.call("DELETE", f"/containers/{_seg(ref)}", params={"force": force})
 
-    async def changes(self, ref: str) -> list[dict[str, Any]]:
-        return list(await self.call("GET", f"/containers/{_seg(ref)}/changes") or [])
+    async def changes(self, ref: str, detail: bool = False) -> list[dict[str, Any]]:
+        """``[{"Path", "Kind"}]``; with ``detail`` also ``Size``, ``Type``, ``Layer``, ``Opaque``.
+
+        ``Layer`` counts from the bottom of the container's layer stack (see
+        sandbox/engine/views.py, ``container_changes``).
+        """
+        params = {"detail": True} if detail else None
+        return list(await self.call("GET", f"/containers/{_seg(ref)}/changes",
+                                    params=params) or [])  # fmt: skip
 
     async def commit(self, ref: str, repo_tag: str | None = None, *, message: str = "",
-                     author: str = "") -> str:  # fmt: skip
-        """Commit the container's changes; returns ``sha256:<image id>``."""
-        params = {"container": ref, "repo": repo_tag, "comment": message, "author": author}
+                     author: str = "", created_by: str | None = None) -> str:  # fmt: skip
+        """Commit the container's changes; returns ``sha256:<image id>``.
+
+        ``created_by`` replaces the container's command in the image history.
+        """
+        params = {"container": ref, "repo": repo_tag, "comment": message, "author": author,
+                  "created_by": created_by}  # fmt: skip
         return str((await self.call("POST", "/commit", params=params))["Id"])
 
     async def close_output(self, ref: str, stream: str) -> None:
         """Stop reading the container's ``stream`` (its reader went away: SIGPIPE)."""
         await self.call("POST", f"/sandbox/containers/{_seg(ref)}/close-output",
                         params={"stream": stream})  # fmt: skip
+
+    async def stdin_waiting(self, ref: str) -> bool:
+        """True if a process of the running container is blocked reading its stdin.
+
+        For containers created with ``OpenStdin`` (no terminal); others, and
+        containers that are not running, answer False. Blocking reads only: a
+        program that waits in poll, select or epoll is not seen (see
+        sandbox/runtime/readers.py). A snapshot: poll it.
+        """
+        reply = await self.call("GET", f"/sandbox/containers/{_seg(ref)}/stdin")
+        return bool(reply["Waiting"])
 
     async def logs(self, ref: str, *, follow: bool = False, timestamps: bool = False,
                    tty: bool = False) -> AsyncIterator[tuple[str, bytes]]:  # fmt: skip

@@ -44,11 +44,31 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="" stamp=".venv/.installed"
 if [ "$want_test" = 1 ]; then extras="[test]" stamp=".venv/.installed-test"; fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The install copies the kernelspec (kernel/kernelspec, shared data) into
+# .venv/share/jupyter/kernels/sandbox rather than linking it, so a change there
+# needs a reinstall too, like a change of pyproject.toml.
+spec_dir=.venv/share/jupyter/kernels/sandbox
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+   || [ -n "$(find kernel/kernelspec -newer "$stamp" -print -quit)" ] \
+   || ! diff -rq kernel/kernelspec "$spec_dir" >/dev/null 2>&1; then
   log "installing jupyter-sandbox$extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e ".$extras"
   touch "$stamp"
+fi
+
+# The Jupyter kernel "Bash (sandbox)" must be where JupyterLab looks for it.
+found=$(.venv/bin/jupyter kernelspec list 2>/dev/null | awk '$1 == "sandbox" { print $2 }' || true)
+if [ -z "$found" ]; then
+  echo "setup: the Jupyter kernel 'sandbox' is missing: '.venv/bin/jupyter kernelspec list'" \
+       "does not show it. 'pip install -e .' should have copied kernel/kernelspec to" \
+       "$spec_dir (the shared-data of pyproject.toml): check that directory, and that it is" \
+       "among the data paths of '.venv/bin/jupyter --paths'." >&2
+  exit 1
+fi
+if [ "$found" != "$PWD/$spec_dir" ]; then
+  echo "setup: warning: Jupyter uses the kernel 'sandbox' from $found, which hides" \
+       "$PWD/$spec_dir; remove it ('jupyter kernelspec remove sandbox') to use this checkout's." >&2
 fi
 
 # 3. The default image (built from this machine's own tools, no download),

@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 echo "==> ruff"
-.venv/bin/ruff check sandbox tests bench
+.venv/bin/ruff check sandbox kernel tests bench
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

@@ -269,6 +269,7 @@ class Engine:
         launch = self._launch(ref)
         try:
             spawned = spawn(launch.root, launch.proc, join_files=launch.cgroup.join_files(),
+                            clone_into=launch.cgroup.clone_into(),
                             open_stdin=launch.record.open_stdin, zygote=self._zygote)  # fmt: skip
         except BaseException as exc:
             self._not_started(launch, exc)
@@ -290,6 +291,7 @@ class Engine:
         try:
             spawned = await spawn_async(launch.root, launch.proc,
                                         join_files=launch.cgroup.join_files(),
+                                        clone_into=launch.cgroup.clone_into(),
                                         open_stdin=launch.record.open_stdin,
                                         zygote=self._zygote)  # fmt: skip
         except BaseException as exc:
@@ -430,7 +432,10 @@ class Engine:
         return record
 
     def kill(self, ref: str, sig: int = signal.SIGKILL) -> ContainerRecord:
-        """Send a signal to the container's init (which forwards it to the command).
+        """Send a signal to the container's init, which forwards it to the command's group.
+
+        The command and its children get it (``tini -g``), unless they made
+        process groups of their own, as an interactive shell's jobs do.
 
         Raises:
             ContainerNotRunning: it is not running.
@@ -460,6 +465,32 @@ class Engine:
                 alive = record.running and reconcile.same_process(record.pid, record.pid_start)
                 return self.driver.open(record.id).stats() if alive else None
         return running.cgroup.stats() if running.cgroup is not None else None
+
+    def stdin_readers(self, ref: str) -> list[dict[str, Any]]:
+        """The container's processes blocked reading its stdin: ``[{"Pid", "Command"}]``.
+
+        For "is it waiting for input?" (a notebook's input box). A process of
+        the container's cgroup counts if it sleeps in a blocking ``read`` or
+        ``readv`` of the container's stdin pipe, by whatever descriptor: see
+        `sandbox.runtime.readers` for how, and its limits (a reader that
+        waits in poll, select or epoll is not seen). A snapshot: [] for a
+        container created without ``open_stdin``, with a terminal, whose
+        stdin was closed, or that this engine does not run (not running, or
+        run by another process).
+
+        Raises:
+            ContainerNotFound: no such container.
+        """
+        from sandbox.runtime.readers import blocked_readers, fd_name
+
+        running = self.running.get(ref)
+        if running is None:
+            running = self.running.get(self.store.containers.find(ref).id)
+        if running is None or running.cgroup is None or running.spawned.stdin is None:
+            return []
+        pipe = fd_name(running.spawned.stdin)  # the same pipe:[inode] as the read end
+        readers = blocked_readers(running.cgroup.procs(), pipe)
+        return [{"Pid": r.pid, "Command": r.command} for r in readers]
 
     def remove(self, ref: str, *, force: bool = False) -> ContainerRecord:
         """Remove a container and its upper layer.
@@ -509,7 +540,11 @@ class Engine:
     # -- copy-on-write -------------------------------------------------------------
 
     def diff(self, ref: str) -> list[Any]:
-        """What the container changed, read from its upper directory."""
+        """What the container changed, read from its upper directory.
+
+        Each `Change`'s ``layer`` indexes the container's lower layers from
+        the top (0: the nearest), as `scan_changes` counts them.
+        """
         from sandbox.store.changes import scan_changes
 
         record = self.store.containers.find(ref)

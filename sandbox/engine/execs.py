@@ -31,6 +31,7 @@ from sandbox.errors import (
     InvalidArgument,
     RuntimeFailure,
 )
+from sandbox.runtime.cgroups import Cgroup
 from sandbox.runtime.exec import exec_into
 from sandbox.runtime.spawn import Spawned
 from sandbox.runtime.spec import ProcessSpec
@@ -229,11 +230,12 @@ class Execs:
         if record.started:
             raise Conflict(f"exec {record.id} has already run: create another one")
         container = self.engine.store.containers.find(record.container_id)
-        pidfd, owned, join_files = self._target(container)
+        pidfd, owned, cgroup = self._target(container)
         proc = ProcessSpec(argv=record.cmd, env=record.env, cwd=record.workdir, tty=record.tty)
         record.started = True
         try:
-            spawned = exec_into(pidfd, proc, join_files=join_files,
+            spawned = exec_into(pidfd, proc, join_files=cgroup.join_files(),
+                                clone_into=cgroup.clone_into(),
                                 open_stdin=record.attach_stdin and attach)  # fmt: skip
         except CommandNotFound:
             record.exit_code = 127
@@ -285,8 +287,8 @@ class Execs:
         if not self._alive(container):
             raise ContainerNotRunning(container.name)
 
-    def _target(self, container: ContainerRecord) -> tuple[int, bool, list[str]]:
-        """A pidfd of the container's init, whether we must close it, its cgroup files.
+    def _target(self, container: ContainerRecord) -> tuple[int, bool, Cgroup]:
+        """A pidfd of the container's init, whether we must close it, its cgroup.
 
         Raises:
             ContainerNotRunning: it is not running.
@@ -294,7 +296,7 @@ class Execs:
         running = self.engine.running.get(container.id)
         if running is not None:
             cgroup = running.cgroup or self.engine.driver.open(container.id)
-            return running.spawned.pidfd, False, cgroup.join_files()
+            return running.spawned.pidfd, False, cgroup
         # Run by another process (a CLI that ran it itself): the init by PID,
         # checked to be the same process that started the container.
         self._check_running(container)
@@ -302,7 +304,7 @@ class Execs:
             pidfd = os.pidfd_open(container.pid)
         except ProcessLookupError:
             raise ContainerNotRunning(container.name) from None
-        return pidfd, True, self.engine.driver.open(container.id).join_files()
+        return pidfd, True, self.engine.driver.open(container.id)
 
     def _drop_with(self, cid: str) -> None:
         """Forget the container's execs when the run it is in now ends."""

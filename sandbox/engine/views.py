@@ -11,6 +11,7 @@ from typing import Any
 
 from sandbox.runtime.cgroups import Limits
 from sandbox.store import Store
+from sandbox.store.changes import Change
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.images import Image, rfc3339
 from sandbox.units import ago
@@ -192,3 +193,39 @@ def image_history(store: Store, image: Image) -> list[dict[str, Any]]:
         rows[0]["Id"] = f"sha256:{image.id}"
         rows[0]["Tags"] = image.tags or None
     return rows
+
+
+def container_changes(record: ContainerRecord, changes: list[Change], *,
+                      detail: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """``GET /containers/{id}/changes``: Docker's ``[{"Path", "Kind"}]`` (0 C, 1 A, 2 D).
+
+    With ``detail`` (a sandbox extension, ``?detail=1``) each entry also has:
+
+    - ``Size``: bytes of a regular file as the container has it now; 0 for
+      anything else, and for a deleted path;
+    - ``Type``: ``file``, ``dir``, ``symlink`` or ``other`` (what the path is
+      now; for Kind 2, what was deleted);
+    - ``Layer``: for Kind 0 and 2, the lower layer whose copy was copied up
+      (or is hidden by the deletion), as a 0-based index from the bottom of
+      the container's layer stack (its image's layers, then those its own
+      commits added: the layers of the image a commit makes, in order);
+      null for Kind 1;
+    - ``Opaque``: true for a directory made opaque (``rm -rf d; mkdir d``:
+      nothing of the lower ``d`` shows through; what it held is listed as
+      deleted).
+    """
+    if not detail:
+        return [{"Path": c.path, "Kind": c.docker_kind} for c in changes]
+    depth = len(record.layers) + len(record.committed_layers)
+    return [
+        {
+            "Path": c.path,
+            "Kind": c.docker_kind,
+            "Size": c.size if c.file_type == "file" else 0,
+            "Type": c.file_type,
+            # scan_changes counts from the top (the lowers it is given, nearest first).
+            "Layer": None if c.layer is None else depth - 1 - c.layer,
+            "Opaque": c.opaque,
+        }
+        for c in changes
+    ]

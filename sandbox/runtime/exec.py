@@ -5,16 +5,24 @@ and in all its namespaces, with the same capabilities and no_new_privs, and
 nothing of the host may come with it. In order, as runc's ``setns`` path:
 
 1. The engine clones a *middle* process (outside the container). It makes
-   itself non-dumpable, joins the container's cgroup (so everything after is
-   counted, limited, and killed with the container), then enters every
-   namespace of the init at once with ``setns(pidfd, ...)``.
+   itself non-dumpable, joins the container's cgroup on v1 (so everything
+   after is counted, limited, and killed with the container), then enters
+   every namespace of the init but the cgroup one at once with
+   ``setns(pidfd, ...)``.
 2. Entering a PID namespace only changes where the *children* go, so the
    middle clones the *inner* process, with CLONE_PARENT: its parent is the
    engine, which reaps it and learns its exit status, and the middle exits
    at once. No host Python stays in the container's PID namespace, and none
-   waits outside it either.
+   waits outside it either. On cgroup v2 the inner process is born in the
+   container's cgroup (clone3 with CLONE_INTO_CGROUP): no move through
+   ``cgroup.procs``, which waits on the kernel's global threadgroup lock
+   (12-20 ms after a quiet spell). On a kernel without it, the inner process
+   joins through ``cgroup.procs`` first thing.
 3. The inner process (still the host's Python, non-dumpable, so no process
    of the container can open its ``/proc/PID/exe``, ``mem`` or ``fd``):
+   enters the cgroup namespace, only now that it is in the cgroup (on a
+   cgroup2 mounted with ``nsdelegate`` the kernel refuses a move, and a
+   CLONE_INTO_CGROUP, from a cgroup outside the mover's cgroup namespace),
    opens a terminal from the container's devpts if asked, checks the working
    directory is inside the container's root (CVE-2024-21626) and the command
    exists, sets no_new_privs, keeps Docker's 14 capabilities, marks every fd
@@ -51,7 +59,8 @@ from sandbox.runtime.spawn import Spawned
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec
 
 # Every namespace a container has (spawn.NAMESPACES, and the cgroup one it
-# unshares after joining its cgroup); no user namespace.
+# unshares after joining its cgroup); no user namespace. The middle process
+# enters all but the cgroup one, the inner process that one.
 NAMESPACES = (sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
               | sc.CLONE_NEWPID | sc.CLONE_NEWCGROUP)  # fmt: skip
 TIOCGPTPEER = 0x5441
@@ -78,19 +87,22 @@ class ExecPlan:
     Attributes:
         proc: the command, environment, working directory (inside the
             container; it must exist) and terminal; ``hostname`` is unused.
-        join_files: the container's cgroup.procs files.
+        join_files: the container's cgroup files (`Cgroup.join_files`).
         keep_caps: the capability mask to keep.
         drop_caps: every capability number outside it.
+        clone_into: the container's cgroup v2 directory
+            (`Cgroup.clone_into`); None on v1.
     """
 
     proc: ProcessSpec
     join_files: list[str]
     keep_caps: int
     drop_caps: list[int]
+    clone_into: str | None = None
 
 
 def exec_into(pidfd: int, proc: ProcessSpec, *, join_files: list[str],
-              open_stdin: bool = False) -> Spawned:  # fmt: skip
+              clone_into: str | None = None, open_stdin: bool = False) -> Spawned:  # fmt: skip
     """Start ``proc`` in the container whose init ``pidfd`` refers to.
 
     Returns once the command runs (or failed): ``pid`` is its host PID and
@@ -99,7 +111,10 @@ def exec_into(pidfd: int, proc: ProcessSpec, *, join_files: list[str],
     Args:
         pidfd: a pidfd of the container's init (any process of it would do).
         proc: what to run; ``cwd`` must exist in the container.
-        join_files: the container's cgroup.procs files.
+        join_files: the container's cgroup files (`Cgroup.join_files`),
+            joined unless the process is born in ``clone_into``.
+        clone_into: the container's cgroup v2 directory (`Cgroup.clone_into`)
+            to clone the process straight into; None: join ``join_files``.
         open_stdin: give a non-tty process a stdin pipe (else /dev/null).
 
     Raises:
@@ -108,19 +123,28 @@ def exec_into(pidfd: int, proc: ProcessSpec, *, join_files: list[str],
             the container is gone); nothing is left running.
     """
     keep = capabilities.mask(capabilities.DEFAULT_CAPS)
-    plan = ExecPlan(proc, join_files, keep, list(capabilities.to_drop(keep)))
+    plan = ExecPlan(proc, join_files, keep, list(capabilities.to_drop(keep)), clone_into)
     tramp = trampoline.memfd()
+    # Opened here, by host path: the middle and inner processes only use it
+    # after they entered the container's mount namespace.
+    try:
+        cgroup_fd = spawn.open_cgroup(clone_into)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot exec in the container: join cgroup: {exc}",
+                             step="join cgroup", errno=exc.errno or 0) from exc  # fmt: skip
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     parent_ends, child_ends, console = spawn.stdio_ends(proc.tty, open_stdin)
     try:
-        middle = _clone_middle(plan, pidfd, err_w, child_ends, console[1] if console else None,
-                               tramp)  # fmt: skip
+        middle = _clone_middle(plan, pidfd, cgroup_fd, err_w, child_ends,
+                               console[1] if console else None, tramp)  # fmt: skip
     except BaseException:
         for fd in (err_r, *parent_ends.values()):
             os.close(fd)
         raise
     finally:
         os.close(err_w)
+        if cgroup_fd is not None:
+            os.close(cgroup_fd)
         for fd in child_ends:
             os.close(fd)
         if console is not None:
@@ -151,8 +175,8 @@ def exec_into(pidfd: int, proc: ProcessSpec, *, join_files: list[str],
     return Spawned(pid=inner, pidfd=os.pidfd_open(inner), pty=pty, **parent_ends)
 
 
-def _clone_middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
-                  console: socket.socket | None, tramp: int) -> int:  # fmt: skip
+def _clone_middle(plan: ExecPlan, pidfd: int, cgroup_fd: int | None, err_w: int,
+                  stdio: list[int], console: socket.socket | None, tramp: int) -> int:  # fmt: skip
     """Clone the middle process; in the caller, return its PID.
 
     Signals are blocked across the clone, so no Python handler ever runs in
@@ -172,7 +196,7 @@ def _clone_middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
         return pid
     code = EXIT_SETUP_FAILED
     try:
-        _middle(plan, pidfd, err_w, stdio, console, tramp)
+        _middle(plan, pidfd, cgroup_fd, err_w, stdio, console, tramp)
         code = 0
     except _Failed as exc:
         _report(err_w, exc)
@@ -183,28 +207,25 @@ def _clone_middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
     raise AssertionError("unreachable")  # [should never happen]
 
 
-def _middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
+def _middle(plan: ExecPlan, pidfd: int, cgroup_fd: int | None, err_w: int, stdio: list[int],
             console: socket.socket | None, tramp: int) -> None:  # fmt: skip
-    """Join the cgroup and the namespaces, clone the inner process, report its PID."""
+    """Join the cgroup (v1) and the namespaces, clone the inner process, report its PID."""
     # From here on no process of the container may ptrace us or open our
     # /proc files: we (and the inner process, which inherits it) hold the
     # engine's memory and fds, and our exe is the host's Python.
     sc.prctl(sc.PR_SET_DUMPABLE, 0)
     step = "join cgroup"
     try:
-        for path in plan.join_files:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
+        if cgroup_fd is None:  # v1: the inner process inherits our cgroups
+            for path in plan.join_files:
+                _write_zero(os.open(path, os.O_WRONLY | os.O_CLOEXEC))
         # All at once, from the init's pidfd: mount (which also moves our root
-        # and cwd to the container's root), UTS, IPC, network, cgroup, and the
-        # PID namespace of our children.
+        # and cwd to the container's root), UTS, IPC, network, and the PID
+        # namespace of our children. The cgroup one is the inner process's.
         step = "join namespaces"
-        sc.setns(pidfd, NAMESPACES)
+        sc.setns(pidfd, NAMESPACES & ~sc.CLONE_NEWCGROUP)
         step = "clone"
-        pid = sc.clone(sc.CLONE_PARENT | signal.SIGCHLD)
+        pid, born_in = spawn.clone_in_cgroup(sc.CLONE_PARENT, cgroup_fd, plan.clone_into)
     except OSError as exc:
         raise _Failed(step, exc) from exc
     if pid:
@@ -212,7 +233,7 @@ def _middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
         return
     code = EXIT_SETUP_FAILED
     try:
-        _inner(plan, stdio, console, tramp)
+        _inner(plan, pidfd, None if born_in else cgroup_fd, stdio, console, tramp)
     except _Failed as exc:
         code = 127 if exc.not_found else 126
         _report(err_w, exc)
@@ -222,11 +243,40 @@ def _middle(plan: ExecPlan, pidfd: int, err_w: int, stdio: list[int],
         os._exit(code)
 
 
-def _inner(plan: ExecPlan, stdio: list[int], console: socket.socket | None, tramp: int) -> None:
-    """The process inside the container: set up, then exec. Never returns."""
+def _enter_cgroup(pidfd: int, join_fd: int | None) -> None:
+    """The inner process: join the cgroup if it was not born in it, then its namespace.
+
+    ``join_fd`` is the cgroup's directory, opened by the engine: its host
+    path is not reachable from the container's mount namespace we are in.
+    """
+    step = "join cgroup"
+    try:
+        if join_fd is not None:  # no CLONE_INTO_CGROUP on this kernel
+            _write_zero(os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=join_fd))
+        step = "join namespaces"
+        sc.setns(pidfd, sc.CLONE_NEWCGROUP)
+    except OSError as exc:
+        raise _Failed(step, exc) from exc
+
+
+def _write_zero(fd: int) -> None:
+    """Write ``0`` (this process) to an open cgroup file, and close it."""
+    try:
+        os.write(fd, b"0")
+    finally:
+        os.close(fd)
+
+
+def _inner(plan: ExecPlan, pidfd: int, join_fd: int | None, stdio: list[int],
+           console: socket.socket | None, tramp: int) -> None:  # fmt: skip
+    """The process inside the container: set up, then exec. Never returns.
+
+    ``join_fd``: the cgroup to join, if it was not born in it (else None).
+    """
     proc = plan.proc
     # If the engine dies nothing may run on unwatched (the container dies too).
     sc.prctl(sc.PR_SET_PDEATHSIG, signal.SIGKILL)
+    _enter_cgroup(pidfd, join_fd)
     os.setsid()
     for target, fd in enumerate(stdio):
         os.dup2(fd, target)

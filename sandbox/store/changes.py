@@ -39,6 +39,7 @@ from sandbox.errors import LayerNotFound, StoreError
 from sandbox.store.whiteouts import is_opaque, is_whiteout
 
 ChangeKind = Literal["A", "C", "D"]
+FileType = Literal["file", "dir", "symlink", "other"]
 
 _DOCKER_KINDS: dict[str, int] = {"C": 0, "A": 1, "D": 2}
 _CAPABILITY_XATTR = "security.capability"
@@ -57,6 +58,12 @@ class Change:
         layer: Index into the ``lowers`` given to `scan_changes` of the topmost
             layer that held the previous version ("copied up from layer N", "a
             whiteout hiding layer N's copy"); None for ``A``.
+        file_type: What the new entry is (for ``D``: what the deleted one was):
+            ``file`` (regular), ``dir``, ``symlink`` or ``other`` (device,
+            fifo, socket).
+        opaque: A directory made opaque in the upper dir that hides a lower
+            directory's contents (``rm -rf d; mkdir d``): nothing of the old
+            ``d`` shows through, and what it held is listed as ``D``.
     """
 
     path: str
@@ -64,6 +71,8 @@ class Change:
     is_dir: bool
     size: int
     layer: int | None
+    file_type: FileType
+    opaque: bool = False
 
     @property
     def docker_kind(self) -> int:
@@ -156,7 +165,7 @@ def _scan(upper: str, lowers: _Lowers, userxattr: bool) -> list[Change]:
     changes: dict[str, Change] = {}
     # Upper dirs that exist below with the same metadata: "C" only if something
     # under them changes, like Docker's parents of changes.
-    quiet: dict[str, int] = {}
+    quiet: dict[str, tuple[int, bool]] = {}  # path → (layer, opaque)
     # (container path, upper dir, its old merge list, whether the new view still
     # shows its lower entries: false under an opaque dir). The root merges all
     # lowers whatever their xattrs say, as the kernel's root does.
@@ -173,32 +182,36 @@ def _scan(upper: str, lowers: _Lowers, userxattr: bool) -> list[Change]:
                     # leave those, but a layer is data) changes nothing.
                     old = _lookup(merge, entry.name, userxattr) if merged else None
                     if old is not None:
-                        changes[path] = Change(path, "D", _isdir(old.st), 0, old.layer)
+                        changes[path] = Change(path, "D", _isdir(old.st), 0, old.layer,
+                                               _file_type(old.st))  # fmt: skip
                     continue
                 present.add(entry.name)
                 old = _lookup(merge, entry.name, userxattr) if merge else None
                 is_dir = stat.S_ISDIR(st.st_mode)
                 size = 0 if is_dir or not _has_size(st) else st.st_size
+                # Lower dirs this one would merge with, and whether it hides them.
+                below = old.merge if is_dir and old is not None else ()
+                opaque = bool(below) and is_opaque(entry.path, userxattr=userxattr)
                 if old is None:
-                    changes[path] = Change(path, "A", is_dir, size, None)
+                    changes[path] = Change(path, "A", is_dir, size, None, _file_type(st))
                 elif _differs(old, st, entry.path):
-                    changes[path] = Change(path, "C", is_dir, size, old.layer)
+                    changes[path] = Change(path, "C", is_dir, size, old.layer, _file_type(st),
+                                           opaque)  # fmt: skip
                 elif is_dir:
-                    quiet[path] = old.layer
+                    quiet[path] = (old.layer, opaque)
                 if is_dir:
-                    below = old.merge if old is not None else ()
-                    keep = merged and bool(below) and not is_opaque(entry.path, userxattr=userxattr)
-                    stack.append((path, entry.path, below, keep))
+                    stack.append((path, entry.path, below, merged and bool(below) and not opaque))
         if not merged and merge:
             # Opaque (or replaced a file): every old entry not in upper is gone.
-            for name, (layer, was_dir) in _old_entries(merge).items():
+            for name, (layer, was) in _old_entries(merge).items():
                 if name not in present:
                     path = posixpath.join(cpath, name)
-                    changes[path] = Change(path, "D", was_dir, 0, layer)
+                    changes[path] = Change(path, "D", was == "dir", 0, layer, was)
     for path in list(changes):
         parent = posixpath.dirname(path)
         while parent in quiet:
-            changes[parent] = Change(parent, "C", True, 0, quiet.pop(parent))
+            layer, opaque = quiet.pop(parent)
+            changes[parent] = Change(parent, "C", True, 0, layer, "dir", opaque)
             parent = posixpath.dirname(parent)
     return sorted(changes.values(), key=lambda change: change.path.split("/"))
 
@@ -231,23 +244,22 @@ def _lookup(merge: _Lowers, name: str, userxattr: bool) -> _Old | None:
     return found._replace(merge=tuple(dirs)) if found is not None else None
 
 
-def _old_entries(merge: _Lowers) -> dict[str, tuple[int, bool]]:
-    """List a directory of the old merged view: name → (layer, is_dir).
+def _old_entries(merge: _Lowers) -> dict[str, tuple[int, FileType]]:
+    """List a directory of the old merged view: name → (layer, file type).
 
     Lower opaque dirs need no check here: `_lookup` stopped `merge` at them.
     """
-    seen: dict[str, tuple[int, bool] | None] = {}
+    seen: dict[str, tuple[int, FileType] | None] = {}
     for layer, parent in merge:
         with os.scandir(parent) as entries:
             for entry in entries:
                 if entry.name in seen:
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    seen[entry.name] = (layer, True)
-                elif is_whiteout(entry.stat(follow_symlinks=False)):
-                    seen[entry.name] = None
-                else:
-                    seen[entry.name] = (layer, False)
+                    seen[entry.name] = (layer, "dir")
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                seen[entry.name] = None if is_whiteout(st) else (layer, _file_type(st))
     return {name: info for name, info in seen.items() if info is not None}
 
 
@@ -289,4 +301,14 @@ def _has_size(st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)
 
 
-__all__ = ["Change", "ChangeKind", "layer_usage", "scan_changes"]
+def _file_type(st: os.stat_result) -> FileType:
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    return "other"
+
+
+__all__ = ["Change", "ChangeKind", "FileType", "layer_usage", "scan_changes"]

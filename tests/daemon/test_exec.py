@@ -306,9 +306,9 @@ def test_exec_into_a_stopped_container_is_a_conflict(daemon: Daemon) -> None:
 
 def test_same_namespaces_files_and_cgroup_as_the_container(daemon: Daemon, box: str) -> None:
     cmdline = exec_run(daemon, box, ["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"])[0]
-    assert cmdline.startswith(b"tini -- sh -c ")  # PID 1 is the container's init
+    assert cmdline.startswith(b"tini -g -- sh -c ")  # PID 1 is the container's init
     ps = exec_run(daemon, box, ["ps", "-o", "pid=,args="])[0].decode()
-    assert "tini --" in ps and "sleep 600" in ps and "ps -o" in ps
+    assert "tini -g --" in ps and "sleep 600" in ps and "ps -o" in ps
     assert exec_run(daemon, box, ["hostname"])[0] == b"exechost\n"
     assert exec_run(daemon, box, ["cat", "/tmp/mark"])[0] == b"written-by-the-container\n"
     # The container's cgroup namespace: every hierarchy is "/" for it and for PID 1.

@@ -206,7 +206,7 @@ def test_v1_create_writes_every_limit(v1: Harness) -> None:
     assert _read(f"{dirs['cpu']}/cpu.shares") == "512"
     assert _read(f"{dirs['pids']}/pids.max") == "16"
     assert _read(f"{dirs['devices']}/devices.list").splitlines() == list(DEVICE_RULES)
-    assert cg.join_files() == [f"{dirs[c]}/cgroup.procs" for c in V1_CONTROLLERS]
+    assert cg.join_files() == [f"{dirs[c]}/tasks" for c in V1_CONTROLLERS]
     assert all(os.path.exists(f) for f in cg.join_files())
     assert cg.name in v1.driver.list_names()
 

@@ -36,6 +36,7 @@ from . import OVERLAY_OPTS, Info, build, build_stack, in_mount_ns, lowerdir, nee
 from . import snapshot as take_snapshot
 
 DEEP = "/".join(f"d{i}" for i in range(60))
+FILE_TYPES = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink"}
 
 # Top (L0) first. L0 whites out /etc/hidden and has an opaque /data hiding L2's
 # /data/y; /etc/conf is in L1 and L2 (L1's wins); /opt/app merges L1 and L2.
@@ -286,12 +287,16 @@ def test_scan_agrees_with_naive_diff(ws: Path, scenario: Scenario) -> None:
     by_path = {c.path: c for c in changes}
     for path, layer in scenario.layers.items():
         assert by_path[path].layer == layer, path
+    before_snap = take_snapshot(before)
     for c in changes:
         assert (c.layer is None) == (c.kind == "A"), c
         expected_size = 0 if c.kind == "D" or c.is_dir else after_snap[c.path].size
         if c.kind != "D" and after_snap[c.path].type not in (stat.S_IFREG, stat.S_IFLNK):
             expected_size = 0
         assert c.size == expected_size, c
+        snap = before_snap if c.kind == "D" else after_snap
+        assert c.file_type == FILE_TYPES.get(snap[c.path].type, "other"), c
+        assert c.opaque == (c.path.lstrip("/") in scenario.opaque), c
 
 
 @needs_root
@@ -306,9 +311,11 @@ def test_all_scenarios_in_one_session(ws: Path) -> None:
 
 
 def test_docker_kind_and_fields() -> None:
-    assert [Change("/a", k, False, 0, None).docker_kind for k in ("C", "A", "D")] == [0, 1, 2]
+    kinds = ("C", "A", "D")
+    assert [Change("/a", k, False, 0, None, "file").docker_kind for k in kinds] == [0, 1, 2]
+    assert Change("/a", "A", False, 0, None, "file").opaque is False
     with pytest.raises(AttributeError):
-        Change("/a", "A", False, 0, None).kind = "C"  # type: ignore[misc]
+        Change("/a", "A", False, 0, None, "file").kind = "C"  # type: ignore[misc]
 
 
 # --- hostile or odd upper dirs, built by hand --------------------------------

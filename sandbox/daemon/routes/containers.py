@@ -30,7 +30,6 @@ from sandbox.daemon.routes import Route, supervisor
 from sandbox.daemon.streams import (
     MULTIPLEXED,
     RAW,
-    SETTLE,
     Attachment,
     HijackedResponse,
     LogReader,
@@ -38,6 +37,7 @@ from sandbox.daemon.streams import (
     encode_entries,
     hijack,
     last_lines,
+    settle,
 )
 from sandbox.engine import Running, views
 from sandbox.errors import Conflict, InvalidArgument, NotFound
@@ -274,7 +274,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
                 attachment.stdin.connect(running)
         else:
             conn.read_input(lambda data: None, lambda: None)
-        await asyncio.sleep(SETTLE)  # the 101 alone first: docker-py loses what follows it
+        await settle(request)  # the 101 alone first, for docker-py (see streams)
         conn.write(encode_entries(history, streams, record.tty, False))
         if stream:
             attachment.connect(conn)
@@ -338,10 +338,15 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 
 async def changes(request: web.Request) -> web.StreamResponse:
-    """``GET /containers/{id}/changes``: ``[{"Path", "Kind"}]`` (0 changed, 1 added, 2 deleted)."""
+    """``GET /containers/{id}/changes?detail=``: ``[{"Path", "Kind"}]`` (0 C, 1 A, 2 D).
+
+    ``detail=1`` (a sandbox extension) adds ``Size``, ``Type``, ``Layer`` and
+    ``Opaque`` to each entry (see `views.container_changes`).
+    """
     record = access.container(request, request.match_info["id"])
     found = supervisor(request).engine.diff(record.id)
-    return json_reply([{"Path": c.path, "Kind": c.docker_kind} for c in found])
+    detail = params.flag(request, "detail")
+    return json_reply(views.container_changes(record, found, detail=detail))
 
 
 ROUTES: list[Route] = [

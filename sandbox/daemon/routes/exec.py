@@ -26,12 +26,12 @@ from sandbox.daemon.routes import Route, supervisor
 from sandbox.daemon.streams import (
     MULTIPLEXED,
     RAW,
-    SETTLE,
     Attachment,
     HijackedResponse,
     StdinPump,
     encode,
     hijack,
+    settle,
 )
 from sandbox.daemon.supervisor import DaemonClosing
 from sandbox.engine.execs import ExecRecord
@@ -123,7 +123,7 @@ async def start(request: web.Request) -> web.StreamResponse:
             attachment.stdin.connect(process)
         else:
             conn.read_input(lambda data: None, lambda: None)
-        await asyncio.sleep(SETTLE)  # the 101 alone first: docker-py loses what follows it
+        await settle(request)  # the 101 alone first, for docker-py (see streams)
         if failure is not None:
             conn.write(encode("stderr", f"{docker_message(failure)}\n".encode(), record.tty))
         else:

@@ -117,7 +117,12 @@ async def pull(request: web.Request) -> web.StreamResponse:
 
 
 async def commit(request: web.Request) -> web.StreamResponse:
-    """``POST /commit?container=&repo=&tag=&comment=&author=``: 201 ``{"Id": "sha256:..."}``."""
+    """``POST /commit?container=&repo=&tag=&comment=&author=``: 201 ``{"Id": "sha256:..."}``.
+
+    ``created_by`` (a sandbox extension) is what the history says made the
+    layer; Docker's is the container's command. The notebook kernel sets it
+    to the cell, whose real command is its whole shell prelude.
+    """
     engine = supervisor(request).engine
     container = request.query.get("container", "").strip()
     if not container:
@@ -135,6 +140,7 @@ async def commit(request: web.Request) -> web.StreamResponse:
         repo_tag,
         message=request.query.get("comment", ""),
         author=request.query.get("author", ""),
+        created_by=request.query.get("created_by") or None,
         owner=access.caller(request),
     )
     return json_reply({"Id": f"sha256:{image.id}"}, status=201)

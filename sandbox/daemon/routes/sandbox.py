@@ -6,6 +6,8 @@
   running container's stdout or stderr, for a client whose own reader went
   away (``sandbox run base yes | head -1``): the command's next write fails
   with SIGPIPE, as in a shell pipeline, instead of running on unheard.
+- ``GET /sandbox/containers/{id}/stdin``: is the container waiting for input
+  (a process blocked reading its stdin pipe)? For a notebook's input box.
 """
 
 from __future__ import annotations
@@ -68,7 +70,23 @@ async def close_output(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def stdin(request: web.Request) -> web.StreamResponse:
+    """``GET /sandbox/containers/{id}/stdin``: ``{"Waiting", "Readers": [{"Pid", "Command"}]}``.
+
+    ``Waiting`` is true when a process of the running container is blocked
+    in a read of its stdin pipe; ``Readers`` are those processes (host PIDs,
+    command names). A blocking ``read``/``readv`` is seen, a wait in poll,
+    select or epoll is not (see `sandbox.runtime.readers`). A container
+    created without ``OpenStdin`` (or with a terminal), or not running,
+    answers ``Waiting: false``; an unknown one is a 404.
+    """
+    record = access.container(request, request.match_info["id"])
+    readers = supervisor(request).engine.stdin_readers(record.id)
+    return json_reply({"Waiting": bool(readers), "Readers": readers})
+
+
 ROUTES: list[Route] = [
     ("POST", "/sandbox/images/base", build_base),
     ("POST", "/sandbox/containers/{id}/close-output", close_output),
+    ("GET", "/sandbox/containers/{id}/stdin", stdin),
 ]

@@ -4,7 +4,8 @@
 
     driver = detect_driver()
     cg = driver.create(container_id, Limits(memory=64 << 20, pids=64))
-    # in the child, right after clone: write "0" to each of cg.join_files()
+    # clone straight into cg.clone_into() (v2), or, in the child right
+    # after clone, write "0" to each of cg.join_files()
     ...
     cg.remove()
 """

@@ -85,6 +85,16 @@ class Cgroup(abc.ABC):
     def join_files(self) -> list[str]:
         """Files a process writes ``0`` into to move itself into this cgroup."""
 
+    def clone_into(self) -> str | None:
+        """The directory to clone a process straight into, or None to join by `join_files`.
+
+        A cgroup v2 directory: ``clone3(2)`` with CLONE_INTO_CGROUP (Linux
+        5.7+) starts the child there, so it never moves. None for v1, whose
+        hierarchies a child can only inherit or join. Where the kernel has no
+        such clone the runtime falls back to `join_files`, which stay valid.
+        """
+        return None
+
     @abc.abstractmethod
     def procs(self) -> list[int]:
         """PIDs (host view) of every process in the cgroup."""

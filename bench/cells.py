@@ -1,0 +1,621 @@
+"""Round trip of a notebook cell: the "Bash (sandbox)" kernel against bash_kernel.
+
+Both kernels are real, started by jupyter_client from a kernelspec and driven
+over ZeroMQ with a BlockingKernelClient, as a notebook frontend drives them.
+One cell's time is from just before the execute_request is sent to when both
+its execute_reply (shell channel) and its ``idle`` status (iopub) have
+arrived, by time.perf_counter; for the sandbox that includes a fresh
+container per cell, and its commit when the cell changed the filesystem.
+
+- cells: ``true``, ``echo hi`` and ``ls /``, N of each per kernel after a few
+  warm-up cells, interleaved (every round runs each cell on each kernel once,
+  in a new shuffled order) so that a noisy neighbour slows all alike;
+- depth: a notebook where every cell writes a file (``echo 17 > /f17``), so
+  that on the sandbox each cell adds a layer to the session's image: the
+  median of its first and of its last cells shows whether a cell's cost
+  grows with the depth of the layer stack (the engine squashes it past
+  MAX_DEPTH layers). bash_kernel runs the same cells on the same cell
+  numbers, writing into a scratch directory of the bench, never into the
+  host's /.
+
+The sandbox kernel gets a fresh store (SANDBOX_ROOT) in a temporary
+directory, with the base image built there first, and starts that store's
+own daemon with its first cell. bash_kernel gets a kernelspec in the same
+temporary directory, found through JUPYTER_PATH in this process only. At the
+end the kernels are shut down, the daemon is stopped and the directory is
+removed, also after an error or Ctrl-C; what is left is printed in red.
+Benchmarks print figures; they never assert.
+
+EXAMPLE:
+    bench/cells                    # 200 cells of each kind, a 300-cell notebook
+    bench/cells --quick            # a smoke run
+    bench/cells --only sandbox --depth 0 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import glob
+import json
+import os
+import queue
+import random
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from _common import Samples, cgroup_parents, machine, median, p95, remove_new_parents
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+from rich.console import Console
+from rich.table import Table
+
+from sandbox.engine import Engine
+from sandbox.engine.core import MAX_DEPTH, SQUASH_TO
+
+SANDBOX, BASH = "sandbox", "bash_kernel"
+KERNELS = (SANDBOX, BASH)
+SPEC = {SANDBOX: "sandbox", BASH: "bash"}  # kernelspec names
+CELLS = ("true", "echo hi", "ls /")
+GOAL_MS = 20.0  # the issue: median `true` cell under 20 ms, a fresh container included
+GOAL_RATIO = 3.0  # ... and within 3x of bash_kernel's
+WINDOW = 20  # cells in the first / last window of the depth notebook
+TIMEOUT = 60.0  # seconds a cell may take before the kernel counts as failed (a hang guard)
+QUICK = {"cells": 20, "warmup": 2, "depth": 60}
+
+
+class CellFailed(Exception):
+    """A cell did not end with an ``ok`` reply, or printed something unexpected."""
+
+
+class Kernel:
+    """One kernel, started from its kernelspec, and a blocking client on it."""
+
+    def __init__(self, name: str, env: dict[str, str], cwd: Path) -> None:
+        self.name = name
+        self.km = KernelManager(kernel_name=SPEC[name])
+        self.km.shutdown_wait_time = 60.0  # the sandbox removes its session's images
+        self.km.start_kernel(env=env, cwd=str(cwd))
+        self.kc: BlockingKernelClient = self.km.client()
+        self.kc.start_channels()
+        try:
+            self.kc.wait_for_ready(timeout=TIMEOUT)
+        except BaseException:
+            self.close()
+            raise
+        self.failed = ""  # why it no longer runs cells
+
+    def run(self, code: str, expect: str | None = None) -> tuple[float, str]:
+        """Milliseconds from sending ``code`` to having its reply and idle status; its stdout.
+
+        Raises:
+            CellFailed: not an ``ok`` reply, no answer in TIMEOUT s, or a stdout
+                other than ``expect`` (when given).
+        """
+        t0 = time.perf_counter()
+        msg_id = self.kc.execute(code, allow_stdin=False)
+        out: list[str] = []
+        deadline = t0 + TIMEOUT
+        while True:  # iopub up to the idle status
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(deadline - time.perf_counter(), 0.01))
+            except queue.Empty:
+                raise CellFailed(f"{code!r}: no idle status in {TIMEOUT:g} s") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "status" and content["execution_state"] == "idle":
+                break
+            if kind == "stream" and content["name"] == "stdout":
+                out.append(content["text"])
+        while True:  # and the reply (ipykernel sends it before the idle status)
+            try:
+                reply = self.kc.get_shell_msg(timeout=max(deadline - time.perf_counter(), 0.01))
+            except queue.Empty:
+                raise CellFailed(f"{code!r}: no execute_reply in {TIMEOUT:g} s") from None
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        ms = (time.perf_counter() - t0) * 1e3
+        content = reply["content"]
+        if content["status"] != "ok":
+            why = content.get("traceback") or [content.get("evalue", "")]
+            raise CellFailed(f"{code!r}: {content['status']}: {content.get('ename')}: "
+                             f"{' '.join(why)[:300]}")  # fmt: skip
+        text = "".join(out).replace("\r\n", "\n")  # bash_kernel reads a terminal
+        if expect is not None and text.strip() != expect.strip():
+            raise CellFailed(f"{code!r} printed {text[:200]!r}, not {expect!r}")
+        return ms, text
+
+    def close(self) -> None:
+        """Shut the kernel down (a shutdown_request: the sandbox's removes its images)."""
+        with contextlib.suppress(Exception):
+            self.kc.stop_channels()
+        try:
+            self.km.shutdown_kernel(now=False)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.km.shutdown_kernel(now=True)
+
+
+class Bench:
+    """One run: set-up, the cells, the depth notebook, report, cleanup."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.root = tmp / "store"
+        self.scratch = tmp / "bash-files"  # where bash_kernel's depth cells write
+        self.err = Console(stderr=True, highlight=False)
+        self.kernels: dict[str, Kernel] = {}
+        self.skipped: dict[str, str] = {}  # kernel -> why it was not measured
+        self.samples: dict[tuple[str, str], Samples] = {}  # (kernel, cell) -> samples
+        self.depth: dict[str, list[float]] = {}  # kernel -> ms of every depth cell, in order
+        self.stack: dict[str, str] = {}  # "before" / "after": %layers' first line
+        self.versions: dict[str, str] = {}
+        self.parents_before = cgroup_parents()
+        self.before = _snapshot(tmp)
+        self.load: list[float] = []
+        self.left: list[str] = []
+        self.base_layers = 1
+
+    @property
+    def wanted(self) -> list[str]:
+        return [k for k in KERNELS if not self.args.only or k == self.args.only]
+
+    # -- set-up ------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        env = {**os.environ, "SANDBOX_ROOT": str(self.root)}
+        env.pop("SANDBOX_HOST", None)  # the kernel must start (and use) the store's own daemon
+        self.scratch.mkdir()
+        if SANDBOX in self.wanted:
+            self.err.print(f"building the base image in {self.root} ...")
+            # Built here: the daemon the kernel starts finds it ready.
+            self.base_layers = len(Engine(self.root).ensure_base().layers)
+        if BASH in self.wanted:
+            spec = self.tmp / "jupyter" / "kernels" / SPEC[BASH]
+            spec.mkdir(parents=True)
+            (spec / "kernel.json").write_text(json.dumps({
+                "argv": [sys.executable, "-m", "bash_kernel", "-f", "{connection_file}"],
+                "display_name": "Bash", "language": "bash",
+            }))  # fmt: skip
+            # This process's JUPYTER_PATH only (the kernels inherit it, harmlessly);
+            # nothing is installed into the virtualenv.
+            paths = [str(self.tmp / "jupyter"), os.environ.get("JUPYTER_PATH", "")]
+            os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in paths if p)
+        for name in self.wanted:
+            self.versions[name] = _version("jupyter-sandbox" if name == SANDBOX else "bash_kernel")
+            self.err.print(f"starting the {name} kernel ...")
+            try:
+                self.kernels[name] = Kernel(name, env, self.scratch)
+            except Exception as exc:
+                self.skipped[name] = f"did not start: {exc}"
+
+    # -- measuring ---------------------------------------------------------------------
+
+    def live(self) -> list[Kernel]:
+        return [k for k in self.kernels.values() if not k.failed]
+
+    def once(self, kernel: Kernel, code: str, expect: str | None = None) -> float | None:
+        try:
+            return kernel.run(code, expect)[0]
+        except CellFailed as exc:
+            kernel.failed = str(exc)
+            self.err.print(f"[yellow]{kernel.name}: {exc}[/]")
+            return None
+
+    def measure_cells(self) -> None:
+        n, warmup = self.args.cells, self.args.warmup
+        if n <= 0:
+            return
+        for name in self.kernels:
+            for cell in CELLS:
+                self.samples[(name, cell)] = Samples(f"{name}: {cell}")
+        expect = {"true": "", "echo hi": "hi\n", "ls /": None}
+        total = n + warmup
+        self.err.print(f"cells: {n} of each (+{warmup} warm-up) on "
+                       f"{', '.join(k.name for k in self.live())}, interleaved")  # fmt: skip
+        rng = random.Random(self.args.seed)
+        step = max(1, total // 10)
+        for i in range(total):
+            jobs = [(k, c) for k in self.live() for c in CELLS]
+            rng.shuffle(jobs)
+            for kernel, cell in jobs:
+                if kernel.failed:
+                    continue
+                ms = self.once(kernel, cell, expect[cell])
+                if ms is not None and i >= warmup:
+                    self.samples[(kernel.name, cell)].ms.append(ms)
+            if (i + 1) % step == 0:
+                self.err.print(f"  round {i + 1}/{total}")
+
+    def measure_depth(self) -> None:
+        n = self.args.depth
+        if n <= 0 or not self.live():
+            return
+        sandbox = self.kernels.get(SANDBOX)
+        if sandbox and not sandbox.failed:
+            self.stack["before"] = self.layers(sandbox)
+        self.err.print(f"depth: a {n}-cell notebook, every cell writes a file, on "
+                       f"{', '.join(k.name for k in self.live())}, interleaved")  # fmt: skip
+        for kernel in self.live():
+            self.depth[kernel.name] = []
+        rng = random.Random(self.args.seed + 1)
+        step = max(1, n // 10)
+        for i in range(1, n + 1):
+            kernels = self.live()
+            rng.shuffle(kernels)
+            for kernel in kernels:
+                where = "" if kernel.name == SANDBOX else str(self.scratch)
+                ms = self.once(kernel, f"echo {i} > {where}/f{i}", "")
+                if ms is not None:
+                    self.depth[kernel.name].append(ms)
+            if i % step == 0:
+                self.err.print(f"  cell {i}/{n}")
+        if sandbox and not sandbox.failed:
+            self.stack["after"] = self.layers(sandbox)
+
+    def layers(self, kernel: Kernel) -> str:
+        """The first line of ``%layers``: how deep the session's stack is (not timed)."""
+        try:
+            text = kernel.run("%layers")[1]
+        except CellFailed as exc:
+            return f"%layers failed: {exc}"
+        return text.strip().splitlines()[0] if text.strip() else "%layers printed nothing"
+
+    def measure(self) -> None:
+        self.load.append(os.getloadavg()[0])
+        self.measure_cells()
+        self.measure_depth()
+        self.load.append(os.getloadavg()[0])
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def cell(self, name: str, cell: str) -> Samples | None:
+        s = self.samples.get((name, cell))
+        return s if s is not None and s.ms else None
+
+    def depth_figures(self, name: str) -> dict[str, Any] | None:
+        ms = self.depth.get(name) or []
+        if len(ms) < 2:
+            return None
+        w = min(WINDOW, len(ms) // 2)
+        first, last = median(ms[:w]), median(ms[-w:])
+        slowest = sorted(range(len(ms)), key=lambda i: ms[i], reverse=True)[:3]
+        figures = {"n": len(ms), "window": w, "first_median_ms": round(first, 3),
+                   "last_median_ms": round(last, 3), "last_over_first": round(last / first, 2),
+                   "median_ms": round(median(ms), 3), "p95_ms": round(p95(ms), 3),
+                   "slowest": [{"cell": i + 1, "ms": round(ms[i], 3)}
+                               for i in slowest]}  # fmt: skip
+        if name == SANDBOX:
+            figures.update(self.stack_figures(ms, w))
+        return figures
+
+    def stack_figures(self, ms: list[float], w: int) -> dict[str, Any]:
+        """Where the sandbox's cells stood in the layer stack, if every cell added a layer.
+
+        The layers below cell i are those before the notebook (`%layers`, else
+        the base image's) plus one per earlier cell, squashed into SQUASH_TO by
+        the commit that takes them past MAX_DEPTH (`%layers` after the notebook
+        shows whether that held).
+        """
+        found = re.search(r": (\d+) read-only layer", self.stack.get("before", ""))
+        depth, below, squashed = int(found[1]) if found else self.base_layers, [], []
+        for i in range(len(ms)):
+            below.append(depth)
+            depth += 1
+            if depth > MAX_DEPTH:
+                depth = SQUASH_TO
+                squashed.append(i)
+        n = len(ms)
+        figures: dict[str, Any] = {
+            "layers_below_first": [min(below[:w]), max(below[:w])],
+            "layers_below_last": [min(below[n - w :]), max(below[n - w :])],
+            "squashed_by_cells": [{"cell": i + 1, "ms": round(ms[i], 3)} for i in squashed],
+        }
+        if squashed and squashed[0] >= 2 * w:
+            # The deepest cells: those just before the first squash (the
+            # squashing cell itself runs deepest, but pays for the squash too).
+            end = squashed[0]
+            figures["deepest_cells"] = [end - w + 1, end]
+            figures["deepest_median_ms"] = round(median(ms[end - w : end]), 3)
+            figures["layers_below_deepest"] = [min(below[end - w : end]), max(below[end - w : end])]
+        return figures
+
+    def results(self) -> dict[str, Any]:
+        cells = []
+        for cell in CELLS:
+            item: dict[str, Any] = {"cell": cell}
+            for name in self.kernels:
+                s = self.cell(name, cell)
+                if s:
+                    item[name] = {"n": len(s.ms), "median_ms": round(s.median, 3),
+                                  "p95_ms": round(s.p95, 3)}  # fmt: skip
+            ours, theirs = self.cell(SANDBOX, cell), self.cell(BASH, cell)
+            if ours and theirs:
+                item["sandbox_over_bash_kernel"] = round(ours.median / theirs.median, 2)
+            cells.append(item)
+        depth = {name: f for name in self.depth if (f := self.depth_figures(name))}
+        return {"machine": machine(), "load_average_1min": self.load,
+                "cells_per_kind": self.args.cells, "warmup": self.args.warmup,
+                "depth_cells": self.args.depth, "versions": self.versions,
+                "goal": f"median `true` cell under {GOAL_MS:g} ms (a fresh container included) "
+                        f"and within {GOAL_RATIO:g}x of bash_kernel",
+                "cells": cells if self.args.cells > 0 else [], "depth": depth,
+                "layer_stack": self.stack, "max_depth": MAX_DEPTH, "squash_to": SQUASH_TO,
+                "failed": {k.name: k.failed for k in self.kernels.values() if k.failed},
+                "skipped": self.skipped}  # fmt: skip
+
+    def report(self) -> None:
+        data = self.results()
+        if self.args.json:
+            print(json.dumps(data, indent=1))
+            return
+        out = Console(highlight=False, width=max(120, shutil.get_terminal_size().columns))
+        m = data["machine"]
+        out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
+                  f"{m['cpu']}, Python {m['python']}")  # fmt: skip
+        if self.load:
+            load = " -> ".join(f"{x:.2f}" for x in self.load)
+            out.print(f"load average (1 min) during the run: {load} (anything near nproc is noise)")
+        names = list(self.kernels)
+        if data["cells"]:
+            table = Table(title=f"execute_request round trip, median / p95 in ms "
+                                f"({self.args.cells} cells of each, {self.args.warmup} "
+                                f"warm-up cells excluded)")  # fmt: skip
+            table.add_column("cell", justify="left", no_wrap=True)
+            for name in names:
+                table.add_column(name, justify="right")
+            table.add_column("sandbox ÷ bash_kernel", justify="right")
+            for row in data["cells"]:
+                values = []
+                for name in names:
+                    s = self.cell(name, row["cell"])
+                    values.append(f"{s.median:.2f} / {s.p95:.2f}" if s else "-")
+                ratio = row.get("sandbox_over_bash_kernel")
+                table.add_row(f"`{row['cell']}`", *values, f"{ratio:.1f}x" if ratio else "-")
+            out.print(table)
+        if data["depth"]:
+            self.report_depth(out, data["depth"])
+        for name, why in data["skipped"].items():
+            out.print(f"[yellow]skipped[/] {name}: {why}")
+        for name, why in data["failed"].items():
+            out.print(f"[yellow]stopped measuring[/] {name}: {why}")
+        for name, v in self.versions.items():
+            out.print(f"{name}: {v}")
+        ours, theirs = self.cell(SANDBOX, "true"), self.cell(BASH, "true")
+        if ours:
+            verdict = "[green]met[/]" if ours.median < GOAL_MS else "[red]not met[/]"
+            out.print(f"goal: median `true` cell under {GOAL_MS:g} ms, a fresh container "
+                      f"included: {ours.median:.1f} ms {verdict}")  # fmt: skip
+        if ours and theirs:
+            ratio = ours.median / theirs.median
+            verdict = "[green]met[/]" if ratio <= GOAL_RATIO else "[red]not met[/]"
+            out.print(f"goal: within {GOAL_RATIO:g}x of bash_kernel ({theirs.median:.1f} ms): "
+                      f"{ratio:.1f}x {verdict}")  # fmt: skip
+        f = data["depth"].get(SANDBOX)
+        if f:
+            out.print(f"depth: the last {f['window']} cells take {f['last_over_first']:.2f}x "
+                      f"the first {f['window']} (a cell's cost should not grow with the "
+                      f"stack)")  # fmt: skip
+
+    def report_depth(self, out: Console, depth: dict[str, Any]) -> None:
+        table = Table(title=f"a {self.args.depth}-cell notebook where every cell writes a file "
+                            f"(`echo N > /fN`), ms per cell")  # fmt: skip
+        table.add_column("kernel", justify="left", no_wrap=True)
+        any_deepest = any("deepest_median_ms" in f for f in depth.values())
+        cols = ["cells", "first cells, median"]
+        cols += ["deepest cells, median"] if any_deepest else []
+        cols += ["last cells, median", "last ÷ first", "all, median / p95", "slowest cells"]
+        for col in cols:
+            table.add_column(col, justify="right")
+        for name, f in depth.items():
+            w, n = f["window"], f["n"]
+            row = [name, str(n), f"{f['first_median_ms']:.2f} (1-{w})"]
+            if any_deepest:
+                a, b = f.get("deepest_cells", (0, 0))
+                row.append(f"{f['deepest_median_ms']:.2f} ({a}-{b})" if a else "-")
+            row += [f"{f['last_median_ms']:.2f} ({n - w + 1}-{n})", f"{f['last_over_first']:.2f}x",
+                    f"{f['median_ms']:.2f} / {f['p95_ms']:.2f}",
+                    ", ".join(f"#{s['cell']} {s['ms']:.0f}" for s in f["slowest"])]  # fmt: skip
+            table.add_row(*row)
+        out.print(table)
+        f = depth.get(SANDBOX)
+        if f:
+            where = [f"first {_span(f['layers_below_first'])}"]
+            if "layers_below_deepest" in f:
+                where.append(f"deepest {_span(f['layers_below_deepest'])}")
+            where.append(f"last {_span(f['layers_below_last'])}")
+            out.print(f"sandbox: layers below the cells: {', '.join(where)}; the engine "
+                      f"squashes the stack past {MAX_DEPTH} layers into {SQUASH_TO}")  # fmt: skip
+            if f["squashed_by_cells"]:
+                cells = [f"cell {s['cell']} ({s['ms']:.0f} ms)" for s in f["squashed_by_cells"]]
+                out.print(f"sandbox: the commits that squashed: {', '.join(cells)}")
+        for when, line in self.stack.items():
+            out.print(f"sandbox's stack {when} the notebook (%layers): {line}")
+
+    # -- cleanup -----------------------------------------------------------------------
+
+    def stop_daemon(self) -> None:
+        """Stop the sandboxd the kernel started for the store (SIGTERM), and wait for it."""
+        pid_file, lock_file = self.root / "sandboxd.pid", self.root / "sandboxd.lock"
+        if not lock_file.exists():
+            return  # none was ever started
+        with open(lock_file, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # nobody holds it: no daemon runs
+            except BlockingIOError:
+                pass
+        try:
+            pid = int(pid_file.read_text())
+            if b"sandboxd" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return  # a stale PID, now another process's
+            fd = os.pidfd_open(pid)
+        except (OSError, ValueError):
+            return
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+            if not select.select([fd], [], [], 30)[0]:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+                self.left.append(f"sandboxd ({pid}) ignored SIGTERM for 30 s: killed")
+        finally:
+            os.close(fd)
+        log = self.root / "sandboxd.log"
+        if log.exists() and "Traceback" in log.read_text(errors="replace"):
+            tail = log.read_text(errors="replace")[-2000:]
+            self.err.print(f"[yellow]the daemon logged a traceback:[/]\n{tail}")
+
+    def cleanup(self) -> None:
+        """Shut the kernels down, stop the daemon, remove the directory; print what is left."""
+        for kernel in self.kernels.values():
+            try:
+                kernel.close()
+            except Exception as exc:
+                self.err.print(f"[yellow]shutdown of {kernel.name}: {exc}[/]")
+            if kernel.km.has_kernel and kernel.km.is_alive():
+                self.left.append(f"the {kernel.name} kernel process")
+        try:
+            self.stop_daemon()
+        except Exception as exc:
+            self.left.append(f"the daemon: {exc}")
+        containers = self.root / "containers"
+        if containers.is_dir() and any(containers.iterdir()):
+            # The kernel removes its cells' containers: any left is a leak. The
+            # daemon has stopped; reconcile unmounts them and removes their cgroups.
+            names = sorted(p.name for p in containers.iterdir())
+            self.left.append(f"containers in the store: {', '.join(names)} (reconciled)")
+            try:
+                Engine(self.root, reconcile_now=False).reconcile()
+            except Exception as exc:
+                self.left.append(f"reconcile: {exc}")
+        for point in _mounts_under(self.tmp):
+            self.left.append(f"mount {point} (unmounted)")
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        remove_new_parents(self.parents_before)
+        if self.tmp.exists():
+            self.left.append(str(self.tmp))
+        after = _snapshot(self.tmp, wait_for=self.before)
+        for what, items in after.items():
+            new = items - self.before[what]
+            if new:
+                self.left.append(f"{what}: {', '.join(sorted(new))} (new since the start; "
+                                 f"another user's if the machine is shared)")  # fmt: skip
+        if self.left:
+            self.err.print(f"[red]left behind: {'; '.join(self.left)}[/]")
+        else:
+            self.err.print("cleaned up: no kernel, daemon, container, mount or cgroup left")
+
+
+def _span(pair: list[int]) -> str:
+    return f"{pair[0]}-{pair[1]}"
+
+
+def _version(dist: str) -> str:
+    try:
+        return f"{dist} {version(dist)}"
+    except PackageNotFoundError:
+        return f"{dist} (not installed)"
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points under ``path``, deepest first."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(str(path) + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _snapshot(tmp: Path, wait_for: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Container cgroups, container processes and our mounts; retried ~3 s to match ``wait_for``.
+
+    A container's last process and cgroup may take a moment to go once its
+    daemon has stopped, hence the wait.
+    """
+    deadline = time.monotonic() + 3.0
+    while True:
+        cgroups = {p for p in glob.glob("/sys/fs/cgroup/*/sandbox/*") if os.path.isdir(p)}
+        cgroups |= {p for p in glob.glob("/sys/fs/cgroup/sandbox/*") if os.path.isdir(p)}
+        procs = set()
+        for pid in os.listdir("/proc"):
+            if pid.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:tini"):
+                        procs.add(pid)
+        found = {"cgroups": cgroups, "container processes": procs,
+                 "mounts": set(_mounts_under(tmp))}  # fmt: skip
+        if wait_for is None or time.monotonic() > deadline:
+            return found
+        if all(found[k] <= wait_for[k] for k in found):
+            return found
+        time.sleep(0.05)
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/cells", description=__doc__.split("\n")[0])
+    p.add_argument("--cells", type=int, metavar="N",
+                   help="measured cells of each kind per kernel (default 200; --quick: "
+                        f"{QUICK['cells']})")  # fmt: skip
+    p.add_argument("--warmup", type=int, metavar="N",
+                   help="rounds of cells before measuring, not counted (default 5; --quick: "
+                        f"{QUICK['warmup']})")  # fmt: skip
+    p.add_argument("--depth", type=int, metavar="N",
+                   help="cells of the notebook where each cell writes a file; 0 skips it "
+                        f"(default 300; --quick: {QUICK['depth']})")  # fmt: skip
+    p.add_argument("--quick", action="store_true",
+                   help="smaller numbers, for a smoke run (explicit options win)")  # fmt: skip
+    p.add_argument("--only", choices=KERNELS, help="measure one kernel only")
+    p.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead")
+    args = p.parse_args(argv)
+    defaults = QUICK if args.quick else {"cells": 200, "warmup": 5, "depth": 300}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/cells needs root: the sandbox kernel's daemon runs containers",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-cells-"))
+    bench = Bench(args, tmp)
+    try:
+        bench.setup()
+        bench.measure()
+        bench.report()
+        return 0
+    except KeyboardInterrupt:
+        bench.err.print("interrupted: cleaning up")
+        return 130
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

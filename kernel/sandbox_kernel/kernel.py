@@ -1,0 +1,294 @@
+"""The "Bash (sandbox)" Jupyter kernel: ipykernel's protocol, the daemon's containers.
+
+The ``*_request`` side (the wire) is ipykernel's; this class implements the
+``do_*`` hooks. A cell's shell code runs through `session.Session`, its
+magics through `magics`, and its output through `output.OutputSplitter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from typing import Any
+
+import zmq
+from ipykernel.kernelbase import Kernel
+
+from sandbox.client import AsyncClient
+from sandbox.errors import SandboxError
+
+from . import __version__, syntax
+from .magics import MagicError, run_line_magic, split_cell
+from .output import OutputSplitter
+from .session import CellResult, Session, first_line
+
+EXIT_STATUS = "ExitStatus"
+INTERRUPTED = "KeyboardInterrupt"
+
+
+class SandboxKernel(Kernel):
+    """Every cell's shell in a fresh container; one layer per cell that changes the disk."""
+
+    implementation = "sandbox_kernel"
+    implementation_version = __version__
+    language = "bash"
+    language_version = "5"
+    language_info = {
+        "name": "bash",
+        "mimetype": "text/x-sh",
+        "file_extension": ".sh",
+        "codemirror_mode": "shell",
+        "pygments_lexer": "bash",
+    }
+    banner = (
+        "Bash (sandbox): every cell runs in a fresh container; what it changes on disk "
+        "becomes a layer. %help lists the magics."
+    )
+    help_links = [{"text": "Bash manual", "url": "https://www.gnu.org/software/bash/manual/"}]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client = AsyncClient()
+        # (`self.session` is ipykernel's: the messaging session.)
+        self.sandbox = Session(self.client, base=os.environ.get("SANDBOX_KERNEL_IMAGE", "base"))
+        self._interrupt: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        info = dict(super().kernel_info)
+        # ipykernel advertises its debugger whenever debugpy is importable; a
+        # shell kernel has none.
+        features = info.get("supported_features") or []
+        info["supported_features"] = [f for f in features if f != "debugger"]
+        return info
+
+    # -- interrupts ------------------------------------------------------------------------
+
+    def pre_handler_hook(self) -> None:
+        """While a request runs, SIGINT (the interrupt button) interrupts the cell."""
+        self.saved_sigint_handler = None
+        if threading.current_thread() is threading.main_thread():
+            self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def post_handler_hook(self) -> None:
+        if self.saved_sigint_handler is not None:
+            signal.signal(signal.SIGINT, self.saved_sigint_handler)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        event, loop = self._interrupt, self._loop
+        if event is not None and loop is not None:
+            loop.call_soon_threadsafe(event.set)
+
+    # -- execute -------------------------------------------------------------------------
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        self._loop = asyncio.get_running_loop()
+        self._interrupt = asyncio.Event()
+        try:
+            return await self._execute(code, silent, allow_stdin)
+        except MagicError as exc:
+            return self._error("MagicError", str(exc), [str(exc)], silent)
+        except SandboxError as exc:
+            return self._error(type(exc).__name__, str(exc), [f"sandbox: {exc}"], silent)
+        except Exception as exc:  # a bug of the kernel's: say so, and stay usable
+            self.log.exception("cell failed inside the kernel")
+            message = f"the kernel failed: {exc!r} (a bug: please report it)"
+            return self._error("KernelError", repr(exc), [message], silent)
+        finally:
+            self._interrupt = None
+
+    async def _execute(self, code: str, silent: bool, allow_stdin: bool) -> dict[str, Any]:
+        magics, shell, cell_magic = split_cell(code)
+        for name, args in magics:
+            text = await run_line_magic(self.sandbox, name, args)
+            self._say(text, silent)
+        self._say_notices(silent)
+        if cell_magic is not None:
+            name, args = cell_magic
+            if name != "container" or len(args) != 1:
+                raise MagicError(
+                    f"unknown cell magic %%{name}: the one cell magic is %%container NAME"
+                    if name != "container" else "usage: %%container NAME"
+                )  # fmt: skip
+            return await self._run_in_container(args[0], shell, silent)
+        if not shell.strip():
+            return self._ok()
+        splitter = self._splitter(silent)
+        ask = self._ask if allow_stdin else None
+        assert self._interrupt is not None
+        result = await self.sandbox.run_cell(shell, self.execution_count, splitter,
+                                             self._interrupt, ask,
+                                             first_line=first_line(shell))  # fmt: skip
+        self._say_notices(silent)
+        return self._finish(result, splitter, silent)
+
+    async def _run_in_container(self, name: str, shell: str, silent: bool) -> dict[str, Any]:
+        if await self.sandbox.ensure_container(name):
+            self._say(f"[started the container {name}: it runs until %rm {name}]", silent,
+                      stream="stderr")  # fmt: skip
+        if not shell.strip():
+            return self._ok()
+        splitter = self._splitter(silent)
+        assert self._interrupt is not None
+        result = await self.sandbox.run_in_container(name, shell, splitter, self._interrupt)
+        return self._finish(result, splitter, silent, in_container=True)
+
+    def _splitter(self, silent: bool) -> OutputSplitter:
+        def stream(name: str, text: str) -> None:
+            if not silent:
+                self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+        def display(content: dict[str, Any]) -> None:
+            if not silent:
+                self.send_response(self.iopub_socket, "display_data", content)
+
+        return OutputSplitter(self.sandbox.nonce, stream, display)
+
+    def _finish(self, result: CellResult, splitter: OutputSplitter, silent: bool,
+                in_container: bool = False) -> dict[str, Any]:  # fmt: skip
+        notes = []
+        if result.left_running and not in_container:
+            notes.append(
+                f"[killed {len(result.left_running)} process(es) still running at the end of "
+                f"the cell: {', '.join(result.left_running)}. Processes end with their cell; "
+                "use %%container NAME for servers and background jobs]"
+            )
+        if result.state_lost and not result.interrupted and not result.reason:
+            notes.append(
+                "[the shell state of this cell (variables, directory) was lost: the next cell "
+                "continues from the previous one's]"
+            )
+        if result.kept:
+            notes.append(
+                f"[the full output stays in the container's log: sandbox logs {result.kept}]"
+            )
+        for note in notes:
+            self._say(note, silent, stream="stderr")
+        if result.interrupted:
+            message = "interrupted: the cell's processes were stopped (^C)"
+            return self._error(INTERRUPTED, "interrupted", [message], silent)
+        if result.reason and result.status != 0:
+            return self._error(EXIT_STATUS, str(result.status),
+                               [self._explain(result)], silent)  # fmt: skip
+        if result.reason:  # a limit was hit, yet the cell's last command succeeded
+            self._say(f"[{self._explain(result)}]", silent, stream="stderr")
+        if result.status != 0:
+            return self._error(EXIT_STATUS, str(result.status),
+                               [f"exit status {result.status}"], silent)  # fmt: skip
+        return self._ok()
+
+    def _explain(self, result: CellResult) -> str:
+        """The daemon's reason, in words for a student."""
+        from .magics import describe_limits
+
+        limits = describe_limits(self.sandbox.limits)
+        reason = result.reason
+        if reason.startswith("out of memory"):
+            return (f"out of memory: the cell used all the memory it may use ({limits}), so "
+                    f"the kernel killed it (exit status {result.status}). Use less memory, or "
+                    "raise the limit with %limits memory=SIZE.")  # fmt: skip
+        if reason.startswith("process limit"):
+            return (f"too many processes: the cell tried to run more processes at once than "
+                    f"it may ({limits}), so new ones could not start (exit status "
+                    f"{result.status}). Raise the limit with %limits pids=N.")  # fmt: skip
+        return f"{reason} (exit status {result.status})"
+
+    def _ok(self) -> dict[str, Any]:
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": [], "user_expressions": {}}  # fmt: skip
+
+    def _error(self, ename: str, evalue: str, traceback: list[str],
+               silent: bool) -> dict[str, Any]:  # fmt: skip
+        content = {"ename": ename, "evalue": evalue,
+                   "traceback": [f"\x1b[0;31m{line}\x1b[0m" for line in traceback]}  # fmt: skip
+        if not silent:
+            self.send_response(self.iopub_socket, "error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    def _say(self, text: str, silent: bool, stream: str = "stdout") -> None:
+        if text and not silent:
+            self.send_response(self.iopub_socket, "stream",
+                               {"name": stream, "text": text.rstrip("\n") + "\n"})  # fmt: skip
+
+    def _say_notices(self, silent: bool) -> None:
+        while self.sandbox.notices:
+            self._say(f"[{self.sandbox.notices.pop(0)}]", silent, stream="stderr")
+
+    # -- input -----------------------------------------------------------------------------
+
+    async def _ask(self, prompt: str) -> str:
+        """Jupyter's input box, awaited (ipykernel's own raw_input blocks the loop)."""
+        parent = self.get_parent("shell")
+        ident = self._get_shell_context_var(self._shell_parent_ident)
+        with contextlib.suppress(zmq.ZMQError):
+            while self.stdin_socket.recv_multipart(zmq.NOBLOCK):
+                pass  # stale replies
+        content = {"prompt": prompt, "password": False}
+        self.session.send(self.stdin_socket, "input_request", content, parent, ident=ident)
+        while True:
+            with contextlib.suppress(zmq.ZMQError):
+                _, reply = self.session.recv(self.stdin_socket, zmq.NOBLOCK)
+                if reply is not None:
+                    return str(reply["content"].get("value", ""))
+            if self._interrupt is not None and self._interrupt.is_set():
+                return "\x04"
+            await asyncio.sleep(0.02)
+
+    # -- completion, inspection, is_complete -----------------------------------------
+
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
+        from . import completion
+
+        return await completion.complete(code, cursor_pos, self.sandbox.run_quiet)
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,  # type: ignore[override]
+                         omit_sections: Any = ()) -> dict[str, Any]:  # fmt: skip
+        from . import completion
+
+        return await completion.inspect(code, cursor_pos, detail_level, self.sandbox.run_quiet)
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        return syntax.is_complete(code)
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        """Restart and shutdown: every container of the session goes, and its images.
+
+        This runs on ipykernel's control thread; the daemon connection belongs
+        to the main thread's loop, so the clean-up runs there.
+        """
+
+        async def clean() -> None:
+            # A cell still running (a restart in the middle of it) is stopped
+            # first, as an interrupt would, so it does not find its
+            # connection closed under it.
+            if self._interrupt is not None:
+                self._interrupt.set()
+                for _ in range(60):
+                    if self._interrupt is None:
+                        break
+                    await asyncio.sleep(0.05)
+            with contextlib.suppress(SandboxError, OSError):
+                await self.sandbox.close()
+            await self.client.close()
+
+        main = self.io_loop.asyncio_loop
+        if main is asyncio.get_running_loop():
+            await clean()
+        else:
+            done = asyncio.run_coroutine_threadsafe(clean(), main)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.wrap_future(done), 30)
+        return {"status": "ok", "restart": restart}

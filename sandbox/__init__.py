@@ -1,0 +1,1 @@
+"""jupyter-sandbox: a small container engine for teaching the Unix shell and containers."""

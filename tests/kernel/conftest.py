@@ -1,0 +1,97 @@
+"""The real "Bash (sandbox)" kernel, started by jupyter_client from its installed kernelspec.
+
+The kernel inherits SANDBOX_ROOT from the test session (`session_root`), so
+its containers live in the session's store and its daemon is the session's.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+KERNEL_NAME = "sandbox"
+
+
+@dataclass
+class Cell:
+    """What one execute request produced."""
+
+    reply: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return str(self.reply["status"])
+
+    def text(self, name: str) -> str:
+        return "".join(m["content"]["text"] for m in self.messages
+                       if m["msg_type"] == "stream" and m["content"]["name"] == name)  # fmt: skip
+
+    @property
+    def stdout(self) -> str:
+        return self.text("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self.text("stderr")
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.messages if m["msg_type"] == "error"]
+
+    @property
+    def displays(self) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.messages if m["msg_type"] == "display_data"]
+
+
+class Driver:
+    """A kernel manager and client, with a blocking `run` for one cell."""
+
+    def __init__(self, km: KernelManager, kc: BlockingKernelClient) -> None:
+        self.km = km
+        self.kc = kc
+
+    def run(self, code: str, *, timeout: float = 60, allow_stdin: bool = False,
+            stop_on_error: bool = True) -> Cell:  # fmt: skip
+        msg_id = self.kc.execute(code, allow_stdin=allow_stdin, stop_on_error=stop_on_error)
+        return self.collect(msg_id, timeout=timeout)
+
+    def collect(self, msg_id: str, *, timeout: float = 60) -> Cell:
+        """The iopub messages of ``msg_id`` up to its idle status, then its reply."""
+        messages = []
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                raise AssertionError(f"no idle status within {timeout} s; got {messages}") from None
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "status":
+                if msg["content"]["execution_state"] == "idle":
+                    break
+                continue
+            messages.append(msg)
+        while True:
+            reply = self.kc.get_shell_msg(timeout=timeout)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return Cell(reply["content"], messages)
+
+
+@pytest.fixture(scope="module")
+def kernel(session_root: Path) -> Iterator[Driver]:
+    """One kernel for a test module (starting one takes about a second)."""
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    try:
+        yield Driver(km, kc)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
