@@ -628,10 +628,15 @@ class AsyncClient:
             except aiohttp.ClientError as exc:
                 raise self.lost(exc) from exc
 
-    async def stats(self, ref: str, *, stream: bool = True) -> AsyncIterator[dict[str, Any]]:
-        """Usage samples (Docker's stats JSON) each second until it exits; one if not ``stream``."""
+    async def stats(self, ref: str, *, stream: bool = True,
+                    interval: float | None = None) -> AsyncIterator[dict[str, Any]]:  # fmt: skip
+        """Usage samples (Docker's stats JSON) until it exits; one if not ``stream``.
+
+        ``interval``: seconds between samples (a sandbox extension, 0.1 to 60);
+        None means the daemon's default, one second as Docker's.
+        """
         resp = await self.request("GET", f"/containers/{_seg(ref)}/stats",
-                                  params={"stream": stream})  # fmt: skip
+                                  params={"stream": stream, "interval": interval})  # fmt: skip
         async with resp:
             try:
                 async for line in resp.content:

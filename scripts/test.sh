@@ -5,5 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 echo "==> ruff"
 .venv/bin/ruff check sandbox kernel tests bench
+echo "==> jest (the JupyterLab extension)"
+(cd labextension && PATH="$PWD/../.venv/bin:$PATH" jlpm test)
 echo "==> pytest"
 exec .venv/bin/pytest "$@"

@@ -2,7 +2,9 @@
 
 The ``*_request`` side (the wire) is ipykernel's; this class implements the
 ``do_*`` hooks. A cell's shell code runs through `session.Session`, its
-magics through `magics`, and its output through `output.OutputSplitter`.
+magics through `magics`, and its output through `output.OutputSplitter`;
+the pictures (layer stack, diffs, the usage meter, the side panel's comm)
+come from `visuals`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import signal
 import threading
 from typing import Any
 
+import comm
+import ipykernel.ipkernel  # noqa: F401  (makes comm's comms ipykernel's, as widgets need)
 import zmq
 from ipykernel.kernelbase import Kernel
 
@@ -24,9 +28,14 @@ from . import __version__, syntax
 from .magics import MagicError, run_line_magic, split_cell
 from .output import OutputSplitter
 from .session import CellResult, Session, first_line
+from .visuals.bundles import Display, cell_diff, diff_bundle, layer_stack, layers_bundle
+from .visuals.meter import CellMeter
+from .visuals.models import Limits
+from .visuals.panel import Panel, snapshot
 
 EXIT_STATUS = "ExitStatus"
 INTERRUPTED = "KeyboardInterrupt"
+MAX_LIVE_LAYERS = 20  # %layers displays kept up to date (the latest ones)
 
 
 class SandboxKernel(Kernel):
@@ -56,6 +65,19 @@ class SandboxKernel(Kernel):
         self.sandbox = Session(self.client, base=os.environ.get("SANDBOX_KERNEL_IMAGE", "base"))
         self._interrupt: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._live_layers: list[str] = []  # display IDs of %layers displays
+        self._comms()
+
+    def _comms(self) -> None:
+        """Comms, as IPython's kernel has them: for ipywidgets and the side panel."""
+        import ipywidgets
+
+        self.comm_manager = comm.get_comm_manager()
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+        ipywidgets.register_comm_target()
+        self.panel = Panel(lambda: snapshot(self.sandbox))
+        self.panel.register(self.comm_manager)
 
     @property
     def kernel_info(self) -> dict[str, Any]:
@@ -111,31 +133,61 @@ class SandboxKernel(Kernel):
             self._interrupt = None
 
     async def _execute(self, code: str, silent: bool, allow_stdin: bool) -> dict[str, Any]:
+        before = self.sandbox.image
+        try:
+            return await self._run(code, silent, allow_stdin)
+        finally:
+            if not silent and before and self.sandbox.image != before and self._live_layers:
+                await self._refresh_layers()
+
+    async def _run(self, code: str, silent: bool, allow_stdin: bool) -> dict[str, Any]:
         magics, shell, cell_magic = split_cell(code)
         for name, args in magics:
-            text = await run_line_magic(self.sandbox, name, args)
-            self._say(text, silent)
+            self._show(await run_line_magic(self.sandbox, name, args), silent)
         self._say_notices(silent)
+        metered = self.sandbox.meter
         if cell_magic is not None:
             name, args = cell_magic
-            if name != "container" or len(args) != 1:
-                raise MagicError(
-                    f"unknown cell magic %%{name}: the one cell magic is %%container NAME"
-                    if name != "container" else "usage: %%container NAME"
-                )  # fmt: skip
-            return await self._run_in_container(args[0], shell, silent)
+            if name == "container" and len(args) == 1:
+                return await self._run_in_container(args[0], shell, silent, metered)
+            if name == "stats" and not args:
+                metered = True
+            elif name in ("container", "stats"):
+                usage = "%%container NAME" if name == "container" else "%%stats"
+                raise MagicError(f"usage: {usage} (the first line; the shell code follows)")
+            else:
+                raise MagicError(f"unknown cell magic %%{name}: the cell magics are "
+                                 "%%container NAME and %%stats")  # fmt: skip
         if not shell.strip():
             return self._ok()
         splitter = self._splitter(silent)
         ask = self._ask if allow_stdin else None
         assert self._interrupt is not None
-        result = await self.sandbox.run_cell(shell, self.execution_count, splitter,
-                                             self._interrupt, ask,
-                                             first_line=first_line(shell))  # fmt: skip
+        meter = self._meter(metered, silent)
+        started = meter.start if meter is not None else None
+        try:
+            result = await self.sandbox.run_cell(shell, self.execution_count, splitter,
+                                                 self._interrupt, ask,
+                                                 first_line=first_line(shell),
+                                                 started=started)  # fmt: skip
+        except BaseException:
+            if meter is not None:
+                meter.abandon()
+            raise
+        if meter is not None:
+            await meter.finish(oom_killed=result.reason.startswith("out of memory"),
+                               pids_limit_hit=result.reason.startswith("process limit"),
+                               limits=Limits.from_host_config(self.sandbox.limits))  # fmt: skip
         self._say_notices(silent)
-        return self._finish(result, splitter, silent)
+        self._notes(result, silent)
+        if result.layer is not None and self.sandbox.autodiff and not silent:
+            diff = cell_diff(self.sandbox, result.layer.cell)
+            if diff is not None:
+                self._show(Display(diff_bundle(diff)), silent)
+        return self._verdict(result, silent)
 
-    async def _run_in_container(self, name: str, shell: str, silent: bool) -> dict[str, Any]:
+    async def _run_in_container(self, name: str, shell: str, silent: bool,
+                                metered: bool = False) -> dict[str, Any]:  # fmt: skip
         if await self.sandbox.ensure_container(name):
             self._say(f"[started the container {name}: it runs until %rm {name}]", silent,
                       stream="stderr")  # fmt: skip
@@ -143,8 +195,64 @@ class SandboxKernel(Kernel):
             return self._ok()
         splitter = self._splitter(silent)
         assert self._interrupt is not None
-        result = await self.sandbox.run_in_container(name, shell, splitter, self._interrupt)
+        meter = self._meter(metered, silent, name)
+        if meter is not None:
+            meter.start(name)
+        try:
+            result = await self.sandbox.run_in_container(name, shell, splitter, self._interrupt)
+        except BaseException:
+            if meter is not None:
+                meter.abandon()
+            raise
+        if meter is not None:
+            await meter.finish(exited=False)
         return self._finish(result, splitter, silent, in_container=True)
+
+    # -- pictures ----------------------------------------------------------------------
+
+    def _send(self, msg_type: str, content: dict[str, Any]) -> None:
+        self.send_response(self.iopub_socket, msg_type, content)
+
+    def _show(self, out: str | Display, silent: bool) -> None:
+        """A magic's answer: text on stdout, or a display (kept up to date if ``live``)."""
+        if isinstance(out, str):
+            self._say(out, silent)
+            return
+        if silent:
+            return
+        transient = {}
+        if out.live:
+            display_id = f"sandbox-layers-{os.urandom(8).hex()}"
+            self._live_layers = [*self._live_layers, display_id][-MAX_LIVE_LAYERS:]
+            transient["display_id"] = display_id
+        self._send("display_data", {"data": out.data, "metadata": {}, "transient": transient})
+
+    async def _refresh_layers(self) -> None:
+        """The session's stack changed: every live %layers display shows the new one."""
+        try:
+            data = layers_bundle(await layer_stack(self.sandbox))
+        except SandboxError:
+            self.log.warning("could not update the %%layers displays", exc_info=True)
+            return
+        for display_id in self._live_layers:
+            transient = {"display_id": display_id}
+            self._send("update_display_data",
+                       {"data": data, "metadata": {}, "transient": transient})  # fmt: skip
+
+    def _meter(self, metered: bool, silent: bool, container: str = "") -> CellMeter | None:
+        """The usage meter of the cell about to run, if it has one or the side panel is open.
+
+        Nothing at all when neither wants it: a cell without the meter costs nothing more.
+        """
+        if silent or not (metered or self.panel.active):
+            return None
+        panel = self.panel if self.panel.active else None
+        meter = CellMeter(self.client, self.execution_count,
+                          Limits.from_host_config(self.sandbox.limits), self._send,
+                          widget=metered, panel=panel,
+                          container=container or self.sandbox.container_name(self.execution_count))
+        meter.show()
+        return meter
 
     def _splitter(self, silent: bool) -> OutputSplitter:
         def stream(name: str, text: str) -> None:
@@ -159,6 +267,11 @@ class SandboxKernel(Kernel):
 
     def _finish(self, result: CellResult, splitter: OutputSplitter, silent: bool,
                 in_container: bool = False) -> dict[str, Any]:  # fmt: skip
+        self._notes(result, silent, in_container)
+        return self._verdict(result, silent)
+
+    def _notes(self, result: CellResult, silent: bool, in_container: bool = False) -> None:
+        """The kernel's words on how the cell ended (on stderr, after its output)."""
         notes = []
         if result.left_running and not in_container:
             notes.append(
@@ -177,6 +290,9 @@ class SandboxKernel(Kernel):
             )
         for note in notes:
             self._say(note, silent, stream="stderr")
+
+    def _verdict(self, result: CellResult, silent: bool) -> dict[str, Any]:
+        """The reply: ok, or the one error message (interrupt, limit, exit status)."""
         if result.interrupted:
             message = "interrupted: the cell's processes were stopped (^C)"
             return self._error(INTERRUPTED, "interrupted", [message], silent)

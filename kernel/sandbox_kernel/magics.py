@@ -1,8 +1,9 @@
 """The kernel's magics: lines beginning with ``%`` are the kernel's, not bash's.
 
 A cell may begin with line magics (``%limits memory=64m``) and go on with
-shell code; ``%%container NAME`` must be its first line and takes the whole
-cell. Every magic has a ``%help`` entry.
+shell code; a cell magic (``%%container NAME``, ``%%stats``) must be its
+first line. Every magic has a ``%help`` entry. Most answer with text;
+``%layers`` and ``%diff`` with a picture (`visuals.bundles.Display`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sandbox.errors import InvalidArgument, SandboxError
 from sandbox.units import human_size, parse_cpus, parse_size
 
 from .session import DEFAULT_LIMITS, Session
+from .visuals.bundles import Display, cell_diff, diff_bundle, layer_stack, layers_bundle
 
 
 class MagicError(Exception):
@@ -27,7 +29,7 @@ class Magic:
     usage: str
     summary: str
     details: str
-    run: Callable[[Session, list[str]], Awaitable[str]] | None = None
+    run: Callable[[Session, list[str]], Awaitable[str | Display]] | None = None
 
 
 def split_cell(code: str) -> tuple[list[tuple[str, list[str]]], str, tuple[str, list[str]] | None]:
@@ -146,67 +148,51 @@ async def _limits(session: Session, args: list[str]) -> str:
     return "the next cells run with " + describe_limits(new)
 
 
-async def _layers(session: Session, args: list[str]) -> str:
-    image = await session.current_image()
-    history = list(reversed(await session.client.history(image)))  # the API: newest first
-    # A layer of 0 bytes (a cell that only made directories or empty files, or
-    # only deleted) has the Size of an `empty_layer` entry; the image's own
-    # history (oldest first, in its inspect data) says which entries are layers.
-    raw = (await session.client.inspect_image(image)).get("History") or []
-    is_layer = [not item.get("empty_layer") for item in raw] if len(raw) == len(history) else None
-    rows = []
-    for i, entry in enumerate(history):
-        size = int(entry.get("Size") or 0)
-        created_by = str(entry.get("CreatedBy") or "")
-        if is_layer is not None and not is_layer[i]:
-            continue
-        if is_layer is None and size == 0 and entry.get("Id") in ("", "<missing>") and rows:
-            continue  # no raw history: guess that an entry of 0 bytes is no layer
-        rows.append((len(rows), human_size(size), created_by[:70]))
-    cells = {layer.cell: layer for layer in session.layers}
-    lines = [f"{session.base}: {len(rows)} read-only layer(s), bottom first "
-             f"({len(cells)} from this notebook's cells)", ""]  # fmt: skip
-    lines.append(f"{'layer':>5}  {'size':>9}  made by")
-    for number, size, created_by in rows:
-        lines.append(f"{number:>5}  {size:>9}  {created_by}")
-    lines.append(f"{'upper':>5}  {'':>9}  (writable: a fresh one for each cell, empty at first)")
-    return "\n".join(lines)
+async def _layers(session: Session, args: list[str]) -> Display:
+    if len(args) > 1:
+        raise MagicError(f"usage: {MAGICS['layers'].usage}")
+    cell = _cell_number("layers", args[0]) if args else None
+    stack = await layer_stack(session, cell)
+    return Display(layers_bundle(stack), live=cell is None)
 
 
-_KINDS = {0: "C", 1: "A", 2: "D"}
+def _cell_number(magic: str, text: str) -> int:
+    try:
+        return int(text.strip("[]"))
+    except ValueError:
+        raise MagicError(f"%{magic} {text}: give a cell number, as in [3]") from None
 
 
-async def _diff(session: Session, args: list[str]) -> str:
+async def _diff(session: Session, args: list[str]) -> str | Display:
     if len(args) > 1:
         raise MagicError(f"usage: {MAGICS['diff'].usage}")
     if not args and not session.diffs:
         return "no cell has changed the filesystem yet"
-    if args:
-        try:
-            cell = int(args[0].strip("[]"))
-        except ValueError:
-            raise MagicError(f"%diff {args[0]}: give a cell number, as in [3]") from None
-    else:
-        cell = max(session.diffs)
-    changes = session.diffs.get(cell)
-    if changes is None:
+    cell = _cell_number("diff", args[0]) if args else max(session.diffs)
+    diff = cell_diff(session, cell)
+    if diff is None:
         made = ", ".join(str(c) for c in sorted(session.diffs)) or "none yet"
         return f"cell {cell} changed nothing on disk (cells that did: {made})"
-    lines = [f"cell {cell} changed {len(changes)} path(s)  (A added, C changed, D deleted)"]
-    for change in changes:
-        kind = _KINDS.get(int(change.get("Kind", 0)), "?")
-        extra = ""
-        if change.get("Type") == "file" and kind != "D":
-            extra = f"  {human_size(int(change.get('Size') or 0))}"
-        layer = change.get("Layer")
-        if kind == "C" and layer is not None and change.get("Type") == "file":
-            extra += f"  (copied up from layer {layer})"
-        elif kind == "D" and layer is not None:
-            extra += f"  (a whiteout hides layer {layer}'s copy)"
-        if change.get("Opaque"):
-            extra += "  (opaque: hides everything below)"
-        lines.append(f"{kind} {change.get('Path')}{extra}")
-    return "\n".join(lines)
+    return Display(diff_bundle(diff))
+
+
+def _on_off(session: Session, args: list[str], name: str, attr: str, what: str) -> str:
+    if len(args) > 1 or (args and args[0] not in ("on", "off")):
+        raise MagicError(f"usage: {MAGICS[name].usage}")
+    if args:
+        setattr(session, attr, args[0] == "on")
+    state = "on" if getattr(session, attr) else "off"
+    return f"%{name} {state}: {what if state == 'on' else 'not ' + what}"
+
+
+async def _stats(session: Session, args: list[str]) -> str:
+    return _on_off(session, args, "stats", "meter",
+                   "every cell shows its live memory, CPU and process meter")  # fmt: skip
+
+
+async def _autodiff(session: Session, args: list[str]) -> str:
+    return _on_off(session, args, "autodiff", "autodiff",
+                   "every cell that changes the disk shows its diff")  # fmt: skip
 
 
 async def _commit(session: Session, args: list[str]) -> str:
@@ -228,6 +214,7 @@ async def _reset(session: Session, args: list[str]) -> str:
     await session.use_image(session.base)
     session.reset_state()
     session.diffs.clear()
+    session.cell_layers.clear()
     return f"back to {session.base}: no layers from cells, a fresh shell"
 
 
@@ -254,14 +241,30 @@ MAGICS: dict[str, Magic] = {
                     "cpus=0.5 (a share of one CPU), pids=64 (processes and threads at once). "
                     "VALUE none removes a limit, default restores the kernel's "
                     f"({describe_limits(DEFAULT_LIMITS)}).", _limits),
-    "layers": Magic("%layers", "the session's layer stack",
+    "layers": Magic("%layers [CELL]", "the session's layer stack",
                     "The image's read-only layers, bottom first: the base image's, then one per "
                     "cell that changed the filesystem. Each cell runs on top of them with a "
-                    "fresh, empty writable (upper) layer.", _layers),
+                    "fresh, empty writable (upper) layer; a diagram shows the overlay mount "
+                    "(lowerdir, upperdir, workdir, merged). The picture grows as later cells "
+                    "add layers. With CELL, the mount that cell ran on (its lowerdirs: the "
+                    "layers below the one it made).", _layers),
     "diff": Magic("%diff [CELL]", "what a cell changed on disk",
                   "The paths the cell (default: the last one that changed anything) added (A), "
-                  "changed (C) or deleted (D), read from its upper layer: a changed file was "
-                  "copied up from a lower layer, a deleted one is a whiteout.", _diff),
+                  "changed (C) or deleted (D), read from its upper layer, as a tree: a changed "
+                  "file was copied up from a lower layer, a deleted one is a whiteout hiding "
+                  "the lower copy, an opaque directory hides everything below it. "
+                  "%autodiff on shows it after every cell that changes the disk.", _diff),
+    "autodiff": Magic("%autodiff [on|off]", "the diff after every cell that changes the disk",
+                      "Off at first. Without an argument, says whether it is on.", _autodiff),
+    "stats": Magic("%stats [on|off]", "a live usage meter for every cell",
+                   "Off at first. On: while a cell runs, a meter shows its memory (now, peak, "
+                   "limit), CPU (percent of the limit) and processes (now, limit), updated "
+                   "several times a second; when the cell ends it becomes a summary (kept in "
+                   "the saved notebook), red if the cell ran out of memory or processes. "
+                   "%%stats does it for one cell.", _stats),
+    "%%stats": Magic("%%stats", "a live usage meter for this cell",
+                    "As %stats on, for one cell: %%stats on the first line, then the shell "
+                    "code."),
     "commit": Magic("%commit NAME[:TAG]", "save the session as an image",
                     "Tags the session's current image (base + the cells' layers) so that it "
                     "outlives the notebook: others run it with `sandbox run NAME`, or start a "
@@ -281,14 +284,16 @@ MAGICS: dict[str, Magic] = {
 }
 
 
-async def run_line_magic(session: Session, name: str, args: list[str]) -> str:
-    """Run one line magic; its text output.
+async def run_line_magic(session: Session, name: str, args: list[str]) -> str | Display:
+    """Run one line magic; its text output, or its picture (%layers, %diff).
 
     Raises:
         MagicError: an unknown magic or bad arguments.
     """
     if name == "help":
-        return help_text(args[0].lstrip("%") if args else None)
+        return help_text(args[0] if args else None)
+    if name.startswith("%"):  # %%NAME on a later line
+        raise MagicError(f"%%{name.lstrip('%')} is a cell magic: put it on the cell's first line")
     magic = MAGICS.get(name)
     if magic is None or magic.run is None:
         hint = " (a cell magic: put it on the cell's first line, as %%" + name + ")" \
@@ -298,10 +303,14 @@ async def run_line_magic(session: Session, name: str, args: list[str]) -> str:
 
 
 def help_text(name: str | None = None) -> str:
+    """``%help``: the list of magics; ``%help NAME`` (or ``%NAME``, ``%%NAME``): one of them."""
     if name:
-        magic = MAGICS.get(name)
+        key = name.lstrip("%")
+        if name.startswith("%%") and f"%%{key}" in MAGICS:
+            key = f"%%{key}"  # %%stats, not %stats
+        magic = MAGICS.get(key)
         if magic is None:
-            raise MagicError(f"no magic %{name}: %help lists them")
+            raise MagicError(f"no magic %{key}: %help lists them")
         return f"{magic.usage}\n    {magic.summary}\n\n{magic.details}"
     width = max(len(m.usage) for m in MAGICS.values())
     lines = ["Every cell runs in a fresh container; these magics talk to the kernel instead:", ""]

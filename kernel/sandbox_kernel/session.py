@@ -40,6 +40,7 @@ CELL_ENV = ["TERM=xterm-256color"]
 DEFAULT_LIMITS = {"Memory": 512 << 20, "MemorySwap": 512 << 20, "PidsLimit": 512}
 
 Ask = Callable[[str], Awaitable[str]]  # the frontend's input box: prompt -> line
+Started = Callable[[str], None]  # told the container's ID as soon as it runs (the meter)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class CellLayer:
     image: str  # the session's image after this cell
     command: str  # the cell's first line
     changes: list[dict[str, Any]]
+    index: int | None = None  # its place in the image's stack (0: the bottom layer)
 
 
 @dataclass
@@ -77,8 +79,13 @@ class Session:
     image: str = ""  # the current image's ID; "" until the first cell resolves `base`
     state: ShellState | None = None
     nonce: str = field(default_factory=shellstate.new_nonce)
-    layers: list[CellLayer] = field(default_factory=list)
+    layers: list[CellLayer] = field(default_factory=list)  # those of the current image
     diffs: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    # Every layer a cell made, by cell (kept by %image; %reset clears it, and diffs).
+    cell_layers: dict[int, CellLayer] = field(default_factory=dict)
+    depth: int = 0  # layers in the current image
+    meter: bool = False  # %stats on: the live usage meter for every cell
+    autodiff: bool = False  # %autodiff on: the diff after every cell that changed the disk
     containers: set[str] = field(default_factory=set)  # %%container names
     kept: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list)  # image IDs this session committed
@@ -110,6 +117,7 @@ class Session:
             info = await self.client.inspect_image(ref)
         self.base = ref
         self.image = str(info["Id"]).removeprefix("sha256:")
+        self.depth = len(info.get("SandboxLayers") or [])
         self.layers.clear()
         env = (info.get("Config") or {}).get("Env") or []
         self.env_names = [item.partition("=")[0] for item in env]
@@ -176,11 +184,15 @@ class Session:
         ask: Ask | None,
         *,
         first_line: str = "",
+        started: Started | None = None,
     ) -> CellResult:
-        """Run one cell in a fresh container; commit what it changed as a layer."""
+        """Run one cell in a fresh container; commit what it changed as a layer.
+
+        ``started``, if given, is called with the container's ID once it runs.
+        """
         image = await self.current_image()
         env = [f"{shellstate.PRELUDE_VAR}={self._prelude()}"]
-        name = f"nb{self.sid}-{cell}"
+        name = self.container_name(cell)
         body = self._body(shellstate.cell_command(code), env, image, stdin=True,
                           labels={FOREGROUND_LABEL: "1"})  # fmt: skip
         try:
@@ -193,7 +205,7 @@ class Session:
         splitter.log_hint = f"`sandbox logs {name}`"
         result = CellResult()
         try:
-            await self._attach_and_run(cid, splitter, interrupt, ask, result)
+            await self._attach_and_run(cid, splitter, interrupt, ask, result, started)
         except BaseException:
             await self._discard(cid)
             raise
@@ -211,15 +223,21 @@ class Session:
                                                  created_by=made_by)  # fmt: skip
             self.image = image_ref.removeprefix("sha256:")
             self.made.append(self.image)
-            result.layer = CellLayer(cell, self.image, label, changes)
+            result.layer = CellLayer(cell, self.image, label, changes, index=self.depth)
+            self.depth += 1
             self.layers.append(result.layer)
             self.diffs[cell] = changes
+            self.cell_layers[cell] = result.layer
         if splitter.cut:
             self.kept.append(name)
             result.kept = name
         else:
             self._later(self._discard(cid))
         return result
+
+    def container_name(self, cell: int) -> str:
+        """The name of the container that runs ``cell``."""
+        return f"nb{self.sid}-{cell}"
 
     def _later(self, coro: Awaitable[None]) -> None:
         """Run ``coro`` after the reply (a removal need not delay the notebook)."""
@@ -232,11 +250,14 @@ class Session:
             await self.client.remove(cid, force=True)
 
     async def _attach_and_run(self, cid: str, splitter: OutputSplitter, interrupt: asyncio.Event,
-                              ask: Ask | None, result: CellResult) -> None:  # fmt: skip
+                              ask: Ask | None, result: CellResult,
+                              started: Started | None = None) -> None:  # fmt: skip
         conn = await self.client.attach(cid, stdin=True)
         try:
             waiting = await self.client.wait(cid, "next-exit")
             await self.client.start(cid)
+            if started is not None:
+                started(cid)
             last_output = [time.monotonic()]
             pump = asyncio.ensure_future(_pump(conn, splitter, last_output))
             ended = asyncio.ensure_future(waiting.result())

@@ -51,6 +51,21 @@ class Cell:
     def displays(self) -> list[dict[str, Any]]:
         return [m["content"] for m in self.messages if m["msg_type"] == "display_data"]
 
+    @property
+    def updates(self) -> list[dict[str, Any]]:
+        """The update_display_data contents (a live display of an earlier cell, redrawn)."""
+        return [m["content"] for m in self.messages if m["msg_type"] == "update_display_data"]
+
+    def shown(self, mime: str) -> list[Any]:
+        """The ``mime`` data of each display_data that has it (%layers, %diff...)."""
+        return [d["data"][mime] for d in self.displays if mime in d["data"]]
+
+    @property
+    def plain(self) -> str:
+        """The text/plain of the cell's one picture (a magic's display_data)."""
+        (text,) = self.shown("text/plain")
+        return str(text)
+
 
 class Driver:
     """A kernel manager and client, with a blocking `run` for one cell."""

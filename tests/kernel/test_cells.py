@@ -52,7 +52,7 @@ def streams(cell: Cell) -> list[tuple[str, str]]:
 
 def layer_rows(kernel: Driver) -> list[str]:
     """The rows of `%layers` that stand for read-only layers (numbered)."""
-    out = ok(kernel, "%layers").stdout
+    out = ok(kernel, "%layers").plain
     return [line for line in out.splitlines() if re.match(r"\s*\d+\s", line)]
 
 
@@ -104,16 +104,16 @@ def test_cell_that_writes_a_file_makes_a_layer(kernel: Driver) -> None:
     assert len(after) == len(before) + 1
     assert after[: len(before)] == before
     assert f"cell {number}: echo layer > /tmp/made-a-layer" in after[-1]
-    diff = ok(kernel, "%diff").stdout
+    diff = ok(kernel, "%diff").plain
     assert diff.startswith(f"cell {number} changed")
     assert re.search(r"(?m)^A /tmp/made-a-layer\b", diff), diff
-    assert ok(kernel, f"%diff {number}").stdout == diff
+    assert ok(kernel, f"%diff {number}").plain == diff
 
 
 def test_deleted_base_file_stays_deleted(kernel: Driver) -> None:
     ok(kernel, "test -x /usr/bin/rev && echo abc | rev")
     cell = ok(kernel, "rm /usr/bin/rev")
-    diff = ok(kernel, f"%diff {cell.reply['execution_count']}").stdout
+    diff = ok(kernel, f"%diff {cell.reply['execution_count']}").plain
     assert re.search(r"(?m)^D /usr/bin/rev\b", diff), diff
     after = ok(kernel, "test -e /usr/bin/rev && echo present || echo gone; command -v rev || :")
     assert after.stdout == "gone\n"

@@ -21,8 +21,8 @@ import pytest
 from .conftest import Cell, Driver
 
 HANG_GUARD = 60.0
-MAGIC_USAGES = ("%help", "%image", "%limits", "%layers", "%diff", "%commit", "%reset",
-                "%%container", "%rm")  # fmt: skip
+MAGIC_USAGES = ("%help", "%image", "%limits", "%layers", "%diff", "%autodiff", "%stats",
+                "%%stats", "%commit", "%reset", "%%container", "%rm")  # fmt: skip
 # A 1x1 PNG (one opaque red pixel).
 PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5E"
@@ -190,7 +190,7 @@ def test_layers_lists_a_line_per_cell_layer(kernel: Driver) -> None:
     first = ok(kernel, "echo one > /layer-one")
     nothing = ok(kernel, "echo no change")
     second = ok(kernel, "echo two > /layer-two\necho more")
-    text = ok(kernel, "%layers").stdout
+    text = ok(kernel, "%layers").plain
     n1, n0, n2 = (c.reply["execution_count"] for c in (first, nothing, second))
     assert f"cell {n1}: echo one > /layer-one" in text, text
     assert f"cell {n2}: echo two > /layer-two" in text, text
@@ -199,7 +199,7 @@ def test_layers_lists_a_line_per_cell_layer(kernel: Driver) -> None:
     cell_lines = [line for line in text.splitlines() if " cell " in line]
     assert len(cell_lines) == 2, text
     ok(kernel, "%reset")
-    text = ok(kernel, "%layers").stdout
+    text = ok(kernel, "%layers").plain
     assert "cell " not in text.replace("each cell", "") and "0 from this notebook's cells" in text
 
 
@@ -210,13 +210,13 @@ def test_diff_of_a_cell_and_of_the_last(kernel: Driver) -> None:
     nothing = ok(kernel, "true")
     n1, n2, n0 = (c.reply["execution_count"] for c in (first, second, nothing))
 
-    text = ok(kernel, f"%diff {n1}").stdout
+    text = ok(kernel, f"%diff {n1}").plain
     assert text.startswith(f"cell {n1} changed")
     assert "A /srv/d/added" in text and "A /srv/d/kept" in text
-    text = ok(kernel, f"%diff [{n2}]").stdout
+    text = ok(kernel, f"%diff [{n2}]").plain
     assert "D /srv/d/added" in text and "A /second-file" in text
     assert "C /srv/d/kept" in text and "copied up from layer" in text
-    assert ok(kernel, "%diff").stdout == text  # the last cell that changed something
+    assert ok(kernel, "%diff").plain == text  # the last cell that changed something
     text = ok(kernel, f"%diff {n0}").stdout
     assert text.startswith(f"cell {n0} changed nothing on disk"), text
     assert f"{n1}, {n2}" in text

@@ -187,6 +187,13 @@ class Out:
         return self.stdout.splitlines()
 
     @property
+    def plain(self) -> str:
+        """The text/plain of the cell's one display (%layers and %diff show a picture)."""
+        (text,) = [o.data["text/plain"] for o in self.cell.outputs
+                   if o.output_type == "display_data" and "text/plain" in o.data]  # fmt: skip
+        return str(text)
+
+    @property
     def count(self) -> int:
         return int(self.cell.execution_count)
 
@@ -303,7 +310,7 @@ def test_container_keeps_its_processes_until_rm(cells: Callable[[str], Out]) -> 
 
 
 def test_layers_and_diff(cells: Callable[[str], Out]) -> None:
-    layers = cells("check-layers").stdout
+    layers = cells("check-layers").plain
     rows = re.findall(r"(?m)^\s*(\d+)\s+\S+\s+cell (\d+): (.*)$", layers)
     made_by = {int(cell): first for _, cell, first in rows}
     layer_of = {int(cell): int(number) for number, cell, _ in rows}
@@ -317,7 +324,7 @@ def test_layers_and_diff(cells: Callable[[str], Out]) -> None:
         assert cells(tag).count not in made_by, (tag, layers)
     assert [number for number, _, _ in rows] == [str(i) for i in range(1, len(rows) + 1)]
 
-    diff = cells("check-diff").lines
+    diff = cells("check-diff").plain.splitlines()
     assert diff[0].startswith(f"cell {cells('check-diff-cell').count} changed ")
     kinds = {line.split()[1]: line for line in diff[1:]}
     shell_basics = "/root/shell-basics"
