@@ -17,6 +17,11 @@ container per cell, and its commit when the cell changed the filesystem.
   MAX_DEPTH layers). bash_kernel runs the same cells on the same cell
   numbers, writing into a scratch directory of the bench, never into the
   host's /.
+- meter: the sandbox kernel's live usage meter (issue #5): ``true``, ``ls /``
+  and a cell of about a second, in rounds that alternate ``%stats off`` and
+  ``%stats on`` (each sent as a cell of its own, not timed): the medians with
+  and without the meter, and the meter's widget updates (comm_msg on iopub)
+  per cell and per second.
 
 The sandbox kernel gets a fresh store (SANDBOX_ROOT) in a temporary
 directory, with the base image built there first, and starts that store's
@@ -30,6 +35,7 @@ EXAMPLE:
     bench/cells                    # 200 cells of each kind, a 300-cell notebook
     bench/cells --quick            # a smoke run
     bench/cells --only sandbox --depth 0 --json
+    bench/cells --only sandbox --cells 0 --depth 0   # the meter only
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,8 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from rich.console import Console
 from rich.table import Table
+from sandbox_kernel.visuals.meter import WIDGET_DELAY
+from sandbox_kernel.visuals.models import MIME_STATS
 
 from sandbox.engine import Engine
 from sandbox.engine.core import MAX_DEPTH, SQUASH_TO
@@ -74,11 +84,73 @@ GOAL_MS = 20.0  # the issue: median `true` cell under 20 ms, a fresh container i
 GOAL_RATIO = 3.0  # ... and within 3x of bash_kernel's
 WINDOW = 20  # cells in the first / last window of the depth notebook
 TIMEOUT = 60.0  # seconds a cell may take before the kernel counts as failed (a hang guard)
-QUICK = {"cells": 20, "warmup": 2, "depth": 60}
+SLOW_CELL = "head -c 50m /dev/zero | tail -c 40m > /dev/null; sleep 1"  # ~1 s, 40 MB in tail
+METER_CELLS = ("true", "ls /", SLOW_CELL)
+METER_AIM_PCT = 5.0  # issue #5: the live meter slows a cell by at most 5% ...
+METER_AIM_RATE = 10.0  # ... and sends at most 10 updates a second
+DEFAULTS = {"cells": 200, "warmup": 5, "depth": 300, "meter_rounds": 60, "meter_slow_rounds": 10}
+QUICK = {"cells": 20, "warmup": 2, "depth": 60, "meter_rounds": 20, "meter_slow_rounds": 4}
 
 
 class CellFailed(Exception):
     """A cell did not end with an ``ok`` reply, or printed something unexpected."""
+
+
+@dataclass
+class MeterCell:
+    """One cell of the meter section: its times without and with the meter, and its updates."""
+
+    off: list[float] = field(default_factory=list)  # ms, `%stats off`
+    on: list[float] = field(default_factory=list)  # ms, `%stats on`
+    updates: list[int] = field(default_factory=list)  # widget updates of each metered cell
+    per_second: list[float] = field(default_factory=list)  # updates / the cell's time in s
+    in_1s: list[int] = field(default_factory=list)  # most updates in any 1 s (kernel's clock)
+    widgets: int = 0  # metered cells whose display became the live widget
+
+    @property
+    def overhead_pct(self) -> float:
+        return (median(self.on) / median(self.off) - 1) * 100
+
+
+def _meter_messages(code: str, on: bool, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The meter's part of a cell's iopub messages: widget updates and their send times.
+
+    Raises:
+        CellFailed: the meter is off and the cell still shows something, or it
+            is on and the cell does not end with the frozen summary (stats+json).
+    """
+    kinds = ("display_data", "update_display_data", "comm_open", "comm_msg", "comm_close")
+    shown = [m for m in messages if m["msg_type"] in kinds]
+    if not on:
+        if shown:
+            kinds = ", ".join(sorted({m["msg_type"] for m in shown}))
+            raise CellFailed(f"{code!r} with %stats off sent {kinds}")
+        return {"updates": 0, "times": [], "widget": False}
+    ends = [m for m in shown if m["msg_type"] == "update_display_data"]
+    if not ends or MIME_STATS not in ends[-1]["content"]["data"]:
+        raise CellFailed(f"{code!r} with %stats on: no frozen summary ({MIME_STATS}) at its end")
+    updates = [m for m in shown if m["msg_type"] == "comm_msg"
+               and m["content"]["data"].get("method") == "update"
+               and "state" in m["content"]["data"]]  # fmt: skip
+    opened = [m for m in shown if m["msg_type"] == "comm_open"]
+    widget = any(m["content"].get("target_name") == "jupyter.widget" for m in opened)
+    return {"updates": len(updates), "times": [_stamp(m) for m in updates], "widget": widget}
+
+
+def _stamp(msg: dict[str, Any]) -> float:
+    """When the kernel sent ``msg`` (its header's date), in seconds."""
+    date = msg["header"]["date"]
+    return (date if isinstance(date, datetime) else datetime.fromisoformat(date)).timestamp()
+
+
+def _most_in(times: list[float], span: float) -> int:
+    """The most of ``times`` that fall in any window ``span`` seconds long."""
+    times, most, lo = sorted(times), 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= span:
+            lo += 1
+        most = max(most, hi - lo + 1)
+    return most
 
 
 class Kernel:
@@ -98,8 +170,11 @@ class Kernel:
             raise
         self.failed = ""  # why it no longer runs cells
 
-    def run(self, code: str, expect: str | None = None) -> tuple[float, str]:
+    def run(self, code: str, expect: str | None = None,
+            messages: list[dict[str, Any]] | None = None) -> tuple[float, str]:  # fmt: skip
         """Milliseconds from sending ``code`` to having its reply and idle status; its stdout.
+
+        The cell's iopub messages are appended to ``messages``, if given.
 
         Raises:
             CellFailed: not an ``ok`` reply, no answer in TIMEOUT s, or a stdout
@@ -116,6 +191,8 @@ class Kernel:
                 raise CellFailed(f"{code!r}: no idle status in {TIMEOUT:g} s") from None
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
+            if messages is not None:
+                messages.append(msg)
             kind, content = msg["msg_type"], msg["content"]
             if kind == "status" and content["execution_state"] == "idle":
                 break
@@ -163,6 +240,7 @@ class Bench:
         self.samples: dict[tuple[str, str], Samples] = {}  # (kernel, cell) -> samples
         self.depth: dict[str, list[float]] = {}  # kernel -> ms of every depth cell, in order
         self.stack: dict[str, str] = {}  # "before" / "after": %layers' first line
+        self.meter: dict[str, MeterCell] = {}  # cell -> its times without and with the meter
         self.versions: dict[str, str] = {}
         self.parents_before = cgroup_parents()
         self.before = _snapshot(tmp)
@@ -208,9 +286,10 @@ class Bench:
     def live(self) -> list[Kernel]:
         return [k for k in self.kernels.values() if not k.failed]
 
-    def once(self, kernel: Kernel, code: str, expect: str | None = None) -> float | None:
+    def once(self, kernel: Kernel, code: str, expect: str | None = None,
+             messages: list[dict[str, Any]] | None = None) -> float | None:  # fmt: skip
         try:
-            return kernel.run(code, expect)[0]
+            return kernel.run(code, expect, messages)[0]
         except CellFailed as exc:
             kernel.failed = str(exc)
             self.err.print(f"[yellow]{kernel.name}: {exc}[/]")
@@ -267,17 +346,97 @@ class Bench:
         if sandbox and not sandbox.failed:
             self.stack["after"] = self.layers(sandbox)
 
-    def layers(self, kernel: Kernel) -> str:
-        """The first line of ``%layers``: how deep the session's stack is (not timed)."""
+    def measure_meter(self) -> None:
+        """The same cells without and with the live meter, in rounds that alternate the two.
+
+        Each round runs its cells (in a new shuffled order, the same for both
+        halves) once with ``%stats off``, then once with ``%stats on``; the
+        two magics are cells of their own, not timed. The slow cell runs in
+        ``meter_slow_rounds`` rounds spread over the ``meter_rounds``. A first
+        round, not counted, warms both up.
+        """
+        kernel = self.kernels.get(SANDBOX)
+        short, slow = max(self.args.meter_rounds, 0), max(self.args.meter_slow_rounds, 0)
+        total = max(short, slow)
+        if not self.args.meter or kernel is None or kernel.failed or total == 0:
+            return
+        slow_rounds = {k * total // slow for k in range(slow)} if slow else set()
+        self.meter = {c: MeterCell() for c in METER_CELLS if c != SLOW_CELL or slow}
+        expect = {"true": "", "ls /": None, SLOW_CELL: ""}
+        self.err.print(f"meter: {short} rounds of `true` and `ls /`, {slow} of the ~1 s cell, "
+                       f"each with %stats off, then on (+1 warm-up round)")  # fmt: skip
+        rng = random.Random(self.args.seed + 2)
+        step = max(1, total // 10)
+        for i in range(-1, total):  # -1: the warm-up round
+            cells = [c for c in self.meter if i < 0 or (c == SLOW_CELL and i in slow_rounds)
+                     or (c != SLOW_CELL and i < short)]  # fmt: skip
+            rng.shuffle(cells)
+            for on in (False, True):
+                if not self.toggle(kernel, on):
+                    return
+                for cell in cells:
+                    messages: list[dict[str, Any]] = []
+                    ms = self.once(kernel, cell, expect[cell], messages)
+                    if ms is None:
+                        return
+                    try:
+                        seen = _meter_messages(cell, on, messages)
+                    except CellFailed as exc:
+                        kernel.failed = str(exc)
+                        self.err.print(f"[yellow]{kernel.name}: {exc}[/]")
+                        return
+                    if i < 0:
+                        continue
+                    m = self.meter[cell]
+                    if not on:
+                        m.off.append(ms)
+                        continue
+                    m.on.append(ms)
+                    m.updates.append(seen["updates"])
+                    m.per_second.append(seen["updates"] / (ms / 1e3))
+                    m.in_1s.append(_most_in(seen["times"], 1.0))
+                    m.widgets += seen["widget"]
+            if (i + 1) % step == 0 and i >= 0:
+                self.err.print(f"  round {i + 1}/{total}")
+        self.toggle(kernel, False)  # the depth notebook runs without it
+
+    def toggle(self, kernel: Kernel, on: bool) -> bool:
+        """``%stats on`` / ``%stats off``, as a cell of its own (not timed); False if it failed."""
+        state = "on" if on else "off"
         try:
-            text = kernel.run("%layers")[1]
+            text = kernel.run(f"%stats {state}")[1]
+        except CellFailed as exc:
+            kernel.failed = str(exc)
+        else:
+            if text.startswith(f"%stats {state}:"):
+                return True
+            kernel.failed = f"%stats {state} printed {text[:200]!r}"
+        self.err.print(f"[yellow]{kernel.name}: {kernel.failed}[/]")
+        return False
+
+    def layers(self, kernel: Kernel) -> str:
+        """The first line of ``%layers``: how deep the session's stack is (not timed).
+
+        ``%layers 1``, not ``%layers``: a plain ``%layers`` display stays live,
+        and the kernel would redraw it (daemon requests and ``dot``) after
+        every later cell that adds a layer, which the depth notebook would
+        measure. With a cell number it is not live; its first line (the
+        whole stack) is the same. It is a display: its text/plain is read.
+        """
+        messages: list[dict[str, Any]] = []
+        try:
+            text = kernel.run("%layers 1", messages=messages)[1]
         except CellFailed as exc:
             return f"%layers failed: {exc}"
+        for msg in messages:
+            if msg["msg_type"] == "display_data":
+                text += msg["content"]["data"].get("text/plain", "")
         return text.strip().splitlines()[0] if text.strip() else "%layers printed nothing"
 
     def measure(self) -> None:
         self.load.append(os.getloadavg()[0])
         self.measure_cells()
+        self.measure_meter()
         self.measure_depth()
         self.load.append(os.getloadavg()[0])
 
@@ -355,8 +514,39 @@ class Bench:
                         f"and within {GOAL_RATIO:g}x of bash_kernel",
                 "cells": cells if self.args.cells > 0 else [], "depth": depth,
                 "layer_stack": self.stack, "max_depth": MAX_DEPTH, "squash_to": SQUASH_TO,
+                "meter": self.meter_figures(),
                 "failed": {k.name: k.failed for k in self.kernels.values() if k.failed},
                 "skipped": self.skipped}  # fmt: skip
+
+    def meter_figures(self) -> dict[str, Any]:
+        """The meter section's figures, and the two aims of issue #5 (empty if not run)."""
+        rows = []
+        for cell, m in self.meter.items():
+            if not (m.off and m.on):
+                continue
+            rows.append({"cell": cell, "n_off": len(m.off), "n_on": len(m.on),
+                         "off_median_ms": round(median(m.off), 3),
+                         "off_p95_ms": round(p95(m.off), 3),
+                         "on_median_ms": round(median(m.on), 3), "on_p95_ms": round(p95(m.on), 3),
+                         "overhead_pct": round(m.overhead_pct, 2), "widgets": m.widgets,
+                         "updates_median": median(m.updates), "updates_max": max(m.updates),
+                         "updates_per_second_max": round(max(m.per_second), 2),
+                         "updates_in_1s_max": max(m.in_1s)})  # fmt: skip
+        if not rows:
+            return {}
+        worst = max(rows, key=lambda r: r["overhead_pct"])
+        fastest = max(rows, key=lambda r: r["updates_per_second_max"])
+        in_1s = max(r["updates_in_1s_max"] for r in rows)
+        return {"rounds": self.args.meter_rounds, "slow_rounds": self.args.meter_slow_rounds,
+                "slow_cell": SLOW_CELL, "cells": rows,
+                "overhead_pct_max": worst["overhead_pct"], "overhead_worst_cell": worst["cell"],
+                "overhead_met": worst["overhead_pct"] <= METER_AIM_PCT,
+                "updates_per_second_max": fastest["updates_per_second_max"],
+                "updates_per_second_cell": fastest["cell"], "updates_in_1s_max": in_1s,
+                "updates_met": fastest["updates_per_second_max"] <= METER_AIM_RATE
+                               and in_1s <= METER_AIM_RATE,
+                "aims": f"the meter slows a cell by at most {METER_AIM_PCT:g}% and sends "
+                        f"at most {METER_AIM_RATE:g} updates a second"}  # fmt: skip
 
     def report(self) -> None:
         data = self.results()
@@ -387,6 +577,8 @@ class Bench:
                 ratio = row.get("sandbox_over_bash_kernel")
                 table.add_row(f"`{row['cell']}`", *values, f"{ratio:.1f}x" if ratio else "-")
             out.print(table)
+        if data["meter"]:
+            self.report_meter(out, data["meter"])
         if data["depth"]:
             self.report_depth(out, data["depth"])
         for name, why in data["skipped"].items():
@@ -405,11 +597,44 @@ class Bench:
             verdict = "[green]met[/]" if ratio <= GOAL_RATIO else "[red]not met[/]"
             out.print(f"goal: within {GOAL_RATIO:g}x of bash_kernel ({theirs.median:.1f} ms): "
                       f"{ratio:.1f}x {verdict}")  # fmt: skip
+        meter = data["meter"]
+        if meter:
+            verdict = "[green]met[/]" if meter["overhead_met"] else "[red]not met[/]"
+            worst = _short(meter["overhead_worst_cell"])
+            out.print(f"aim (issue #5): meter overhead ≤ {METER_AIM_PCT:g}%: worst "
+                      f"{meter['overhead_pct_max']:+.1f}% ({worst}) {verdict}")  # fmt: skip
+            verdict = "[green]met[/]" if meter["updates_met"] else "[red]not met[/]"
+            out.print(f"aim (issue #5): ≤ {METER_AIM_RATE:g} updates a second: at most "
+                      f"{meter['updates_per_second_max']:.1f} a second of cell time "
+                      f"({_short(meter['updates_per_second_cell'])}), at most "
+                      f"{meter['updates_in_1s_max']} in any 1 s {verdict}")  # fmt: skip
         f = data["depth"].get(SANDBOX)
         if f:
             out.print(f"depth: the last {f['window']} cells take {f['last_over_first']:.2f}x "
                       f"the first {f['window']} (a cell's cost should not grow with the "
                       f"stack)")  # fmt: skip
+
+    def report_meter(self, out: Console, meter: dict[str, Any]) -> None:
+        table = Table(title=f"the sandbox's live meter off and on (`%stats off|on`), ms per "
+                            f"cell; {meter['rounds']} alternating rounds, "
+                            f"{meter['slow_rounds']} with the ~1 s cell")  # fmt: skip
+        cols = ["cell", "meter off\nmedian / p95", "meter on\nmedian / p95",
+                "over-\nhead", "widget\nshown", "updates a\ncell, med / max",
+                "updates a s of\ncell time, max", "most in\nany 1 s"]  # fmt: skip
+        for i, col in enumerate(cols):
+            table.add_column(col, justify="right" if i else "left", no_wrap=True)
+        for r in meter["cells"]:
+            table.add_row(_short(r["cell"]),
+                          f"{r['off_median_ms']:.2f} / {r['off_p95_ms']:.2f}",
+                          f"{r['on_median_ms']:.2f} / {r['on_p95_ms']:.2f}",
+                          f"{r['overhead_pct']:+.1f}%", f"{r['widgets']}/{r['n_on']}",
+                          f"{r['updates_median']:g} / {r['updates_max']}",
+                          f"{r['updates_per_second_max']:.1f}",
+                          str(r["updates_in_1s_max"]))  # fmt: skip
+        out.print(table)
+        out.print(f"the ~1 s cell: `{SLOW_CELL}`")
+        out.print(f"updates: the widget's comm_msg updates on iopub (a cell's display becomes "
+                  f"the widget once it has run {WIDGET_DELAY:g} s)")  # fmt: skip
 
     def report_depth(self, out: Console, depth: dict[str, Any]) -> None:
         table = Table(title=f"a {self.args.depth}-cell notebook where every cell writes a file "
@@ -520,6 +745,10 @@ class Bench:
             self.err.print("cleaned up: no kernel, daemon, container, mount or cgroup left")
 
 
+def _short(cell: str) -> str:
+    return "~1 s cell" if cell == SLOW_CELL else f"`{cell}`"
+
+
 def _span(pair: list[int]) -> str:
     return f"{pair[0]}-{pair[1]}"
 
@@ -582,13 +811,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, metavar="N",
                    help="cells of the notebook where each cell writes a file; 0 skips it "
                         f"(default 300; --quick: {QUICK['depth']})")  # fmt: skip
+    p.add_argument("--meter", action=argparse.BooleanOptionalAction, default=True,
+                   help="the sandbox with its live meter off and on (default: on; "
+                        "--no-meter skips it)")  # fmt: skip
+    p.add_argument("--meter-rounds", type=int, metavar="N",
+                   help="rounds of `true` and `ls /` in the meter section (default "
+                        f"{DEFAULTS['meter_rounds']}; --quick: "
+                        f"{QUICK['meter_rounds']})")  # fmt: skip
+    p.add_argument("--meter-slow-rounds", type=int, metavar="N",
+                   help="rounds of the ~1 s cell in the meter section (default "
+                        f"{DEFAULTS['meter_slow_rounds']}; --quick: "
+                        f"{QUICK['meter_slow_rounds']})")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="smaller numbers, for a smoke run (explicit options win)")  # fmt: skip
     p.add_argument("--only", choices=KERNELS, help="measure one kernel only")
     p.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead")
     args = p.parse_args(argv)
-    defaults = QUICK if args.quick else {"cells": 200, "warmup": 5, "depth": 300}
+    defaults = QUICK if args.quick else DEFAULTS
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

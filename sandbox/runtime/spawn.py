@@ -5,8 +5,9 @@ the child runs the rootfs recipe in Python, then execs a static init (tini,
 which Docker also uses for ``--init``) from a sealed in-memory copy. After that
 exec no host Python and no host binary path remains inside the container:
 ``/proc/1/exe`` is a sealed memfd, so writing to it (CVE-2019-5736) fails.
-tini runs the command in a process group of its own and forwards the signals
-it gets (``kill``, ``stop``) to that whole group (``tini -g``).
+tini runs the command in a process group of its own and, without a
+terminal, forwards the signals it gets (``kill``, ``stop``) to that whole
+group (``tini -g``); with one, the terminal signals the foreground job.
 
 Parent and child talk over two pipes:
 
@@ -446,10 +447,14 @@ def _child(
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
-    # -g: tini forwards a signal to the command's whole process group (tini
-    # made it one), as a terminal's ^C does, not to the command alone: a
-    # SIGINT reaches `sleep` in `bash -c '...; sleep 30'` too, not only bash.
-    os.execve(init_fd, ["tini", "-g", "--", *proc.argv], _env_dict(proc.env))
+    # Without a terminal, -g: tini forwards a signal to the command's whole
+    # process group (tini made it one), as a terminal's ^C does, not to the
+    # command alone: a SIGINT reaches `sleep` in `bash -c '...; sleep 30'`
+    # too, not only bash. With a terminal, the terminal itself signals the
+    # foreground job, and -g would race the command's own setpgid (tini
+    # warns "Child was dead when forwarding signal" on an early SIGWINCH).
+    group = [] if console is not None else ["-g"]
+    os.execve(init_fd, ["tini", *group, "--", *proc.argv], _env_dict(proc.env))
 
 
 def _child_tty(console: socket.socket) -> None:
