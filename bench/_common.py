@@ -1,4 +1,4 @@
-"""Helpers shared by the bench scripts: statistics, timed spawns, host facts, cleanup.
+"""Helpers shared by the bench scripts: statistics, timed spawns, host facts, cleanup, main.
 
 Nothing here asserts: a bench prints figures, and a helper that cannot do its
 job returns a reason (a string) for the caller to print.
@@ -15,9 +15,13 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -248,3 +252,66 @@ def remove_new_parents(before: set[str]) -> None:
     for parent in cgroup_parents() - before:
         with contextlib.suppress(OSError):
             os.rmdir(parent)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points under ``path``, deepest first."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(str(path) + "/"):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def remove_scratch(tmp: Path, parents_before: set[str]) -> list[str]:
+    """Remove the run's directory and the cgroup parents it made; returns what is left."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    remove_new_parents(parents_before)
+    return [str(tmp)] if tmp.exists() else []
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def measure_and_report(bench: Any) -> int:
+    bench.measure()
+    bench.report()
+    return 0
+
+
+def run_bench(
+    make: Callable[[Any, Path], Any],
+    args: Any,
+    *,
+    needs_root: str,
+    prefix: str,
+    steps: Callable[[Any], int] = measure_and_report,
+) -> int:
+    """The body of every bench's main: root, signals, scratch directory, setup, steps, cleanup.
+
+    ``needs_root`` is the line printed (exit 1) when not run as root; ``make(args,
+    tmp)`` builds the bench (with ``setup``, ``cleanup`` and an ``err`` console)
+    on the scratch directory ``tmp`` made with ``prefix``; SIGTERM and SIGHUP interrupt like ^C
+    (exit 130), and the bench is cleaned up whatever happens.
+    """
+    if os.geteuid() != 0:
+        print(needs_root, file=sys.stderr)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    bench = make(args, tmp)
+    try:
+        bench.setup()
+        return steps(bench)
+    except KeyboardInterrupt:
+        bench.err.print("interrupted: cleaning up")
+        return 130
+    finally:
+        bench.cleanup()

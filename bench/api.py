@@ -41,7 +41,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,9 @@ from _common import (
     cgroup_parents,
     first_line,
     machine,
-    remove_new_parents,
+    mounts_under,
+    remove_scratch,
+    run_bench,
 )
 from rich.console import Console
 from rich.table import Table
@@ -277,7 +278,7 @@ class Daemons:
             # dockerd's own containerd (and its shims) are in its session.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.dockerd.pid, signal.SIGKILL)
-        for mount in _mounts_under(self.tmp):
+        for mount in mounts_under(self.tmp):
             subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
         for path, existed in self.outside.items():
             if not existed and os.path.exists(path):
@@ -307,17 +308,6 @@ def _wait_ping(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: fl
         finally:
             conn.close()
     return f"did not answer within {timeout:g} s: {log.read_text(errors='replace')[-400:]}"
-
-
-def _mounts_under(path: Path) -> list[str]:
-    """Mount points under ``path``, deepest first."""
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(str(path) + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
 
 
 class Bench:
@@ -489,16 +479,9 @@ class Bench:
         if self.spawner is not None:
             self.spawner.close()
         left = self.daemons.stop()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        remove_new_parents(self.parents_before)
-        if self.tmp.exists():
-            left.append(str(self.tmp))
+        left += remove_scratch(self.tmp, self.parents_before)
         if left:
             self.err.print(f"[red]left behind: {', '.join(left)}[/]")
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -529,24 +512,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/api needs root: the daemons run containers", file=sys.stderr)
-        return 1
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-api-"))
-    bench = Bench(args, tmp)
-    try:
-        bench.setup()
-        bench.measure()
-        bench.report()
-        return 0
-    except KeyboardInterrupt:
-        bench.err.print("interrupted: cleaning up")
-        return 130
-    finally:
-        bench.cleanup()
+    return run_bench(
+        Bench,
+        parse_args(argv),
+        needs_root="bench/api needs root: the daemons run containers",
+        prefix="sandbox-bench-api-",
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +64,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from _common import Samples, cgroup_parents, machine, median, p95, remove_new_parents
+from _common import (
+    Samples,
+    cgroup_parents,
+    machine,
+    median,
+    mounts_under,
+    p95,
+    remove_scratch,
+    run_bench,
+)
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from rich.console import Console
@@ -726,13 +734,10 @@ class Bench:
                 Engine(self.root, reconcile_now=False).reconcile()
             except Exception as exc:
                 self.left.append(f"reconcile: {exc}")
-        for point in _mounts_under(self.tmp):
+        for point in mounts_under(self.tmp):
             self.left.append(f"mount {point} (unmounted)")
             subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        remove_new_parents(self.parents_before)
-        if self.tmp.exists():
-            self.left.append(str(self.tmp))
+        self.left += remove_scratch(self.tmp, self.parents_before)
         after = _snapshot(self.tmp, wait_for=self.before)
         for what, items in after.items():
             new = items - self.before[what]
@@ -760,17 +765,6 @@ def _version(dist: str) -> str:
         return f"{dist} (not installed)"
 
 
-def _mounts_under(path: Path) -> list[str]:
-    """Mount points under ``path``, deepest first."""
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(str(path) + "/"):
-                found.append(point)
-    return sorted(found, key=len, reverse=True)
-
-
 def _snapshot(tmp: Path, wait_for: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
     """Container cgroups, container processes and our mounts; retried ~3 s to match ``wait_for``.
 
@@ -788,16 +782,12 @@ def _snapshot(tmp: Path, wait_for: dict[str, set[str]] | None = None) -> dict[st
                     if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:tini"):
                         procs.add(pid)
         found = {"cgroups": cgroups, "container processes": procs,
-                 "mounts": set(_mounts_under(tmp))}  # fmt: skip
+                 "mounts": set(mounts_under(tmp))}  # fmt: skip
         if wait_for is None or time.monotonic() > deadline:
             return found
         if all(found[k] <= wait_for[k] for k in found):
             return found
         time.sleep(0.05)
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -836,25 +826,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/cells needs root: the sandbox kernel's daemon runs containers",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-cells-"))
-    bench = Bench(args, tmp)
-    try:
-        bench.setup()
-        bench.measure()
-        bench.report()
-        return 0
-    except KeyboardInterrupt:
-        bench.err.print("interrupted: cleaning up")
-        return 130
-    finally:
-        bench.cleanup()
+    return run_bench(
+        Bench,
+        parse_args(argv),
+        needs_root="bench/cells needs root: the sandbox kernel's daemon runs containers",
+        prefix="sandbox-bench-cells-",
+    )
 
 
 if __name__ == "__main__":

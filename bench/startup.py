@@ -37,7 +37,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,8 +54,10 @@ from _common import (
     cgroup_parents,
     first_line,
     machine,
+    measure_and_report,
     remove_cgroups,
-    remove_new_parents,
+    remove_scratch,
+    run_bench,
 )
 from rich.console import Console
 from rich.table import Table
@@ -510,16 +511,9 @@ class Bench:
             self.spawner.close()
         left = remove_cgroups(f"{self.tag}-*")
         left += [p for m in self.methods for p in getattr(m, "left", [])]
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        remove_new_parents(self.parents_before)
-        if self.tmp.exists():
-            left.append(str(self.tmp))
+        left += remove_scratch(self.tmp, self.parents_before)
         if left:
             self.err.print(f"[red]left behind: {', '.join(left)}[/]")
-
-
-def _interrupt(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -555,34 +549,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if os.geteuid() != 0:
-        print("bench/startup needs root: containers need namespaces, mounts and cgroups",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
-    tmp = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
-    bench = Bench(args, tmp)
-    try:
-        bench.setup()
-        if args.profile:
-            from _profile import profile
+def _steps(bench: Bench) -> int:
+    if bench.args.profile:
+        from _profile import profile
 
-            if bench.samples[API].skipped:
-                bench.err.print(f"[red]{API}: {bench.samples[API].skipped}[/]")
-                return 1
-            profile(bench.methods[0], args)
-            return 0
-        bench.measure()
-        bench.report()
+        if bench.samples[API].skipped:
+            bench.err.print(f"[red]{API}: {bench.samples[API].skipped}[/]")
+            return 1
+        profile(bench.methods[0], bench.args)
         return 0
-    except KeyboardInterrupt:
-        bench.err.print("interrupted: cleaning up")
-        return 130
-    finally:
-        bench.cleanup()
+    return measure_and_report(bench)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_bench(
+        Bench,
+        parse_args(argv),
+        needs_root="bench/startup needs root: containers need namespaces, mounts and cgroups",
+        prefix="sandbox-bench-",
+        steps=_steps,
+    )
 
 
 if __name__ == "__main__":

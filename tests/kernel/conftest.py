@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager, start_new_kernel
@@ -20,8 +21,23 @@ from jupyter_client.manager import KernelManager, start_new_kernel
 KERNEL_NAME = "sandbox"
 
 
+class Streams:
+    """stdout and stderr of a cell, from its ``text(name)`` (also used by test_notebooks)."""
+
+    def text(self, name: str) -> str:
+        raise NotImplementedError
+
+    @property
+    def stdout(self) -> str:
+        return self.text("stdout")
+
+    @property
+    def stderr(self) -> str:
+        return self.text("stderr")
+
+
 @dataclass
-class Cell:
+class Cell(Streams):
     """What one execute request produced."""
 
     reply: dict[str, Any]
@@ -34,14 +50,6 @@ class Cell:
     def text(self, name: str) -> str:
         return "".join(m["content"]["text"] for m in self.messages
                        if m["msg_type"] == "stream" and m["content"]["name"] == name)  # fmt: skip
-
-    @property
-    def stdout(self) -> str:
-        return self.text("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self.text("stderr")
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -79,26 +87,41 @@ class Driver:
         msg_id = self.kc.execute(code, allow_stdin=allow_stdin, stop_on_error=stop_on_error)
         return self.collect(msg_id, timeout=timeout)
 
+    def iopub(self, msg_id: str, timeout: float) -> Iterator[dict[str, Any]]:
+        """The iopub messages of ``msg_id`` as they come, status messages included.
+
+        Raises ``queue.Empty`` once ``timeout`` seconds have passed (the caller says what for).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
+            if msg["parent_header"].get("msg_id") == msg_id:
+                yield msg
+
     def collect(self, msg_id: str, *, timeout: float = 60) -> Cell:
         """The iopub messages of ``msg_id`` up to its idle status, then its reply."""
         messages = []
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                msg = self.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no idle status within {timeout} s; got {messages}") from None
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "status":
-                if msg["content"]["execution_state"] == "idle":
+        try:
+            for msg in self.iopub(msg_id, timeout):
+                if msg["msg_type"] != "status":
+                    messages.append(msg)
+                elif msg["content"]["execution_state"] == "idle":
                     break
-                continue
-            messages.append(msg)
+        except queue.Empty:
+            raise AssertionError(f"no idle status within {timeout} s; got {messages}") from None
         while True:
             reply = self.kc.get_shell_msg(timeout=timeout)
             if reply["parent_header"].get("msg_id") == msg_id:
                 return Cell(reply["content"], messages)
+
+
+@pytest.fixture(scope="module")
+def api(session_root: Path) -> Iterator[docker.DockerClient]:
+    """docker-py on the session's daemon."""
+    client = docker.DockerClient(base_url="unix://" + str(session_root / "sandboxd.sock"),
+                                 timeout=60)  # fmt: skip
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")

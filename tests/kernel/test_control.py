@@ -13,7 +13,6 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -24,15 +23,6 @@ from .conftest import KERNEL_NAME, Cell, Driver
 
 SESSION_LABEL = "sandbox.kernel.session"
 HANG_GUARD = 60.0  # seconds something may take to happen (a hang guard, not a timing)
-
-
-@pytest.fixture(scope="module")
-def api(session_root: Path) -> Iterator[docker.DockerClient]:
-    """docker-py on the session's daemon."""
-    client = docker.DockerClient(base_url="unix://" + str(session_root / "sandboxd.sock"),
-                                 timeout=60)  # fmt: skip
-    yield client
-    client.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -64,20 +54,18 @@ def wait_for_stdout(driver: Driver, msg_id: str, text: str) -> list[dict[str, An
     """The iopub messages of ``msg_id`` up to the stdout that contains ``text``."""
     seen: list[dict[str, Any]] = []
     out = ""
-    deadline = time.monotonic() + HANG_GUARD
-    while text not in out:
-        try:
-            msg = driver.kc.get_iopub_msg(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            raise AssertionError(f"no {text!r} on stdout; got {seen}") from None
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status":
-            assert msg["content"]["execution_state"] != "idle", f"the cell ended: {seen}"
-            continue
-        seen.append(msg)
-        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-            out += msg["content"]["text"]
+    messages = driver.iopub(msg_id, HANG_GUARD)
+    try:
+        while text not in out:
+            msg = next(messages)
+            if msg["msg_type"] == "status":
+                assert msg["content"]["execution_state"] != "idle", f"the cell ended: {seen}"
+                continue
+            seen.append(msg)
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+                out += msg["content"]["text"]
+    except queue.Empty:
+        raise AssertionError(f"no {text!r} on stdout; got {seen}") from None
     return seen
 
 

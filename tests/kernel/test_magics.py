@@ -11,8 +11,6 @@ import base64
 import json
 import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -28,15 +26,6 @@ PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5E"
     "rkJggg=="
 )
-
-
-@pytest.fixture(scope="module")
-def api(session_root: Path) -> Iterator[docker.DockerClient]:
-    """docker-py on the session's daemon."""
-    client = docker.DockerClient(base_url="unix://" + str(session_root / "sandboxd.sock"),
-                                 timeout=60)  # fmt: skip
-    yield client
-    client.close()
 
 
 def ok(kernel: Driver, code: str) -> Cell:

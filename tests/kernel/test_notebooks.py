@@ -28,6 +28,8 @@ import pytest
 from nbclient import NotebookClient
 from nbformat import NotebookNode
 
+from .conftest import Streams
+
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 SESSION_LABEL = "sandbox.kernel.session"
@@ -165,7 +167,7 @@ SHELL_BASICS = NOTEBOOKS_DIR / "01-shell-basics.ipynb"
 
 
 @dataclass
-class Out:
+class Out(Streams):
     """The outputs of one executed cell."""
 
     cell: NotebookNode
@@ -173,14 +175,6 @@ class Out:
     def text(self, name: str) -> str:
         return "".join(o.text for o in self.cell.outputs
                        if o.output_type == "stream" and o.name == name)  # fmt: skip
-
-    @property
-    def stdout(self) -> str:
-        return self.text("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self.text("stderr")
 
     @property
     def lines(self) -> list[str]:
