@@ -42,7 +42,6 @@ socket pair, as for a container.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -63,9 +62,6 @@ from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec
 # enters all but the cgroup one, the inner process that one.
 NAMESPACES = (sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
               | sc.CLONE_NEWPID | sc.CLONE_NEWCGROUP)  # fmt: skip
-TIOCGPTPEER = 0x5441
-TIOCSCTTY = 0x540E
-TIOCSPTLCK = 0x40045431
 EXIT_SETUP_FAILED = 125
 
 
@@ -298,19 +294,9 @@ def _inner(plan: ExecPlan, pidfd: int, join_fd: int | None, stdio: list[int],
 
 
 def _open_terminal(console: socket.socket) -> None:
-    """Open a terminal from the container's devpts, send the master to the engine."""
+    """`spawn.open_terminal`, its failure named as the exec's step."""
     try:
-        master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-        os.set_blocking(master, True)
-        fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")  # unlock the slave
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)
-        socket.send_fds(console, [b"pty"], [master])
-        os.close(master)
-        console.close()
-        fcntl.ioctl(slave, TIOCSCTTY, 0)
-        for target in (0, 1, 2):
-            os.dup2(slave, target)
-        os.close(slave)
+        spawn.open_terminal(console)
     except OSError as exc:
         raise _Failed("open terminal", exc) from exc
 

@@ -46,6 +46,7 @@ NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNE
 INIT_CANDIDATES = ("/usr/bin/tini-static", "/usr/local/bin/tini-static", "/sbin/tini-static")
 TIOCGPTPEER = 0x5441
 TIOCSCTTY = 0x540E
+TIOCSPTLCK = 0x40045431
 EXIT_SETUP_FAILED = 125
 
 
@@ -436,7 +437,7 @@ def _child(
     network.loopback_up()
     rootfs.prepare(root)
     if console is not None:
-        _child_tty(console)
+        open_terminal(console)
     sc.sethostname(proc.hostname)
     rootfs.enter_workdir(proc.cwd)
     _check_command(proc)
@@ -457,11 +458,15 @@ def _child(
     os.execve(init_fd, ["tini", *group, "--", *proc.argv], _env_dict(proc.env))
 
 
-def _child_tty(console: socket.socket) -> None:
-    """Open a terminal from the container's devpts, send the master to the parent."""
+def open_terminal(console: socket.socket) -> None:
+    """Open a terminal from the container's devpts, send the master to the engine.
+
+    The caller (a container's first process, or an exec'd one) makes the
+    slave its controlling terminal and its stdin, stdout and stderr.
+    """
     master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     os.set_blocking(master, True)
-    fcntl.ioctl(master, 0x40045431, b"\0\0\0\0")  # TIOCSPTLCK: unlock the slave
+    fcntl.ioctl(master, TIOCSPTLCK, b"\0\0\0\0")  # unlock the slave
     slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR)
     socket.send_fds(console, [b"pty"], [master])
     os.close(master)

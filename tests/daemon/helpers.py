@@ -110,6 +110,25 @@ class Daemon:
         return self.log.read_text(errors="replace")
 
 
+def hijack_attach(daemon: Daemon, cid: str, query: str,
+                  timeout: float = 20) -> tuple[socket.socket, bytes, bytes]:
+    """A hijacked attach as the docker CLI makes it: the socket, the reply head, what follows."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.connect(str(daemon.socket))
+    sock.sendall(
+        f"POST /v1.44/containers/{cid}/attach?{query} HTTP/1.1\r\nHost: localhost\r\n"
+        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed before the reply head: {data!r}"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return sock, head + b"\r\n\r\n", rest
+
+
 def demux(data: bytes) -> list[tuple[int, bytes]]:
     """Split Docker's multiplexed stream into (stream, bytes) frames."""
     frames = []

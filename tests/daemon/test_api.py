@@ -19,6 +19,7 @@ from .helpers import (
     Daemon,
     _processes_of,
     demux,
+    hijack_attach,
     joined,
     start_daemon,
     stop_daemon,
@@ -34,20 +35,7 @@ UPGRADED_HEAD = (
 
 def attach(daemon: Daemon, cid: str, query: str) -> tuple[socket.socket, bytes, bytes]:
     """Open a hijacked attach; returns the socket, the reply head and any bytes after it."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(20)
-    sock.connect(str(daemon.socket))
-    sock.sendall(
-        f"POST /v1.44/containers/{cid}/attach?{query} HTTP/1.1\r\nHost: localhost\r\n"
-        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n".encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"connection closed before the reply head: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
-    return sock, head + b"\r\n\r\n", rest
+    return hijack_attach(daemon, cid, query)
 
 
 def read_to_end(sock: socket.socket, data: bytes = b"") -> bytes:

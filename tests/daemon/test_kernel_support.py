@@ -25,7 +25,7 @@ from sandbox.daemon import streams
 from sandbox.errors import ContainerNotFound
 from sandbox.store import Store
 
-from .helpers import TEMP_PREFIX, Daemon, demux, joined
+from .helpers import TEMP_PREFIX, Daemon, demux, hijack_attach, joined
 
 pytestmark = pytest.mark.root
 
@@ -35,19 +35,7 @@ HANG_GUARD = 20.0  # seconds a step may take before the test gives up (not a tim
 
 def attach(daemon: Daemon, cid: str, query: str) -> tuple[socket.socket, bytes]:
     """A hijacked attach, as the docker CLI makes it: the socket and the bytes past the head."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(HANG_GUARD)
-    sock.connect(str(daemon.socket))
-    sock.sendall(
-        f"POST /v1.44/containers/{cid}/attach?{query} HTTP/1.1\r\nHost: localhost\r\n"
-        "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n".encode()
-    )
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(4096)
-        assert chunk, f"connection closed before the reply head: {data!r}"
-        data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    sock, head, rest = hijack_attach(daemon, cid, query, timeout=HANG_GUARD)
     assert head.startswith(b"HTTP/1.1 101"), head
     return sock, rest
 
