@@ -62,6 +62,7 @@ from sandbox.errors import (
     ImageNotFound,
     InvalidArgument,
     LimitUnsupported,
+    NetworkNotFound,
     NotFound,
     PermissionDenied,
     RuntimeFailure,
@@ -125,6 +126,8 @@ def error_from_reply(status: int, body: bytes) -> SandboxError:
             cls = ContainerNotFound
         elif message.startswith("No such image"):
             cls = ImageNotFound
+        elif message.startswith("No such network"):
+            cls = NetworkNotFound
     elif status == 409:
         cls = Conflict
         if message.endswith("is not running"):
@@ -687,6 +690,52 @@ class AsyncClient:
     async def build_base(self) -> dict[str, Any]:
         """(Re)build the default image ``base`` (sandbox-only route)."""
         return dict(await self.call("POST", "/sandbox/images/base"))
+
+    # -- networks ----------------------------------------------------------------------
+
+    async def networks(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+        """Every network (Docker's ``filters``: name, id, driver, label, type), built-in first."""
+        params = {"filters": json.dumps(filters)} if filters else None
+        return list(await self.call("GET", "/networks", params=params))
+
+    async def inspect_network(self, ref: str) -> dict[str, Any]:
+        """One network by name, ID or unique ID prefix (with the containers on it now)."""
+        return dict(await self.call("GET", f"/networks/{_seg(ref)}"))
+
+    async def create_network(self, name: str, subnet: str | None = None,
+                             labels: dict[str, str] | None = None) -> str:  # fmt: skip
+        """Make a bridge network; returns its ID.
+
+        ``subnet``: an IPv4 CIDR; None means the next free 10.200.N.0/24.
+        """
+        body: dict[str, Any] = {"Name": name, "Driver": "bridge", "Labels": labels or {}}
+        if subnet is not None:
+            body["IPAM"] = {"Config": [{"Subnet": subnet}]}
+        return str((await self.call("POST", "/networks/create", body=body))["Id"])
+
+    async def remove_network(self, ref: str) -> None:
+        await self.call("DELETE", f"/networks/{_seg(ref)}")
+
+    async def connect_network(self, network: str, container: str, *, address: str = "",
+                              aliases: list[str] | None = None) -> None:  # fmt: skip
+        """Put a container on one more network (a running one gets its next ethN now).
+
+        ``address``: a fixed IPv4 address in the subnet; empty means the next free one.
+        """
+        config: dict[str, Any] = {"Aliases": list(aliases or [])}
+        if address:
+            config["IPAMConfig"] = {"IPv4Address": address}
+        await self.call("POST", f"/networks/{_seg(network)}/connect",
+                        body={"Container": container, "EndpointConfig": config})  # fmt: skip
+
+    async def disconnect_network(self, network: str, container: str) -> None:
+        await self.call("POST", f"/networks/{_seg(network)}/disconnect",
+                        body={"Container": container})  # fmt: skip
+
+    async def prune_networks(self) -> list[str]:
+        """Remove one's networks that no container is on; returns their names."""
+        reply = await self.call("POST", "/networks/prune")
+        return list(reply.get("NetworksDeleted") or [])
 
 
 def _query_value(value: Any) -> str:

@@ -93,6 +93,17 @@ class ExecNotFound(NotFound):
         self.ref = ref
 
 
+class NetworkNotFound(NotFound):
+    """No network with this name or ID (prefix)."""
+
+    def __init__(self, ref: str) -> None:
+        super().__init__(
+            f"No such network: {ref} (see `sandbox network ls`; "
+            "`sandbox network create NAME` makes one)"
+        )
+        self.ref = ref
+
+
 class LayerNotFound(NotFound):
     """A layer the store refers to is missing."""
 

@@ -68,10 +68,28 @@ def _container_processes() -> set[str]:
 
 
 def _netns() -> set[str]:
+    """Named namespaces (``ip netns``), and every network namespace a process is in or holds.
+
+    The engine holds its networks' namespaces by file descriptor, never by a
+    mount, so a bridge left up shows here as a ``net:[inode]`` that one of
+    its fds refers to.
+    """
     try:
-        return set(os.listdir("/run/netns"))
+        found = {f"/run/netns/{name}" for name in os.listdir("/run/netns")}
     except FileNotFoundError:
-        return set()
+        found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(f"/proc/{pid}/ns/net"))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("net:"):
+                        found.add(target)
+    return found
 
 
 def _links() -> set[str]:

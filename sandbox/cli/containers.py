@@ -38,12 +38,23 @@ def ps_command(show_all: bool, quiet: bool) -> None:
         for c in found:
             click.echo(c["Id"][:12])
         return
-    t = table("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")
+    t = table("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")
     for c in found:
         command = c["Command"] if len(c["Command"]) <= 22 else c["Command"][:19] + "..."
         t.add_row(c["Id"][:12], c["Image"], f'"{command}"', f"{ago(c['Created'])} ago",
-                  c["Status"], c["Names"][0].lstrip("/"))  # fmt: skip
+                  c["Status"], ports_text(c.get("Ports") or []),
+                  c["Names"][0].lstrip("/"))  # fmt: skip
     console.print(t)
+
+
+def ports_text(ports: list[dict[str, Any]]) -> str:
+    """Published ports as docker ps shows them: ``127.0.0.1:8080->80/tcp, ...``."""
+    ordered = sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("PublicPort", 0)))
+    return ", ".join(
+        f"{p['IP']}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}"
+        if p.get("PublicPort") else f"{p['PrivatePort']}/{p['Type']}"
+        for p in ordered
+    )  # fmt: skip
 
 
 async def _inspect(client: AsyncClient, ref: str) -> dict[str, Any]:

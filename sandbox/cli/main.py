@@ -16,7 +16,7 @@ import traceback
 
 import click
 
-from sandbox.cli import containers, images, run, stats
+from sandbox.cli import containers, images, networks, run, stats
 from sandbox.cli import exec as exec_
 from sandbox.cli.output import err_console
 from sandbox.errors import CommandNotFound, SandboxError
@@ -32,7 +32,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-for module in (run, containers, exec_, stats, images):
+for module in (run, containers, exec_, stats, images, networks):
     for command in module.COMMANDS:
         cli.add_command(command)
 

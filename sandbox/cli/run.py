@@ -57,6 +57,14 @@ def container_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-t", "--tty", is_flag=True, help="Give the command a terminal."),
         click.option("--rm", "auto_remove", is_flag=True,
                      help="Remove the container when it exits."),
+        click.option("--network", default="", metavar="NAME",
+                     help="Network to join: none (loopback only, the default), lab, "
+                          "or one made with `sandbox network create`."),
+        click.option("--network-alias", "network_aliases", multiple=True, metavar="NAME",
+                     help="Another name the others on the network reach it by (repeatable)."),
+        click.option("-p", "--publish", multiple=True, metavar="127.0.0.1:HOSTPORT:PORT",
+                     help="Make the container's TCP PORT reachable on this machine's "
+                          "loopback at HOSTPORT (repeatable)."),
     ]  # fmt: skip
     for option in reversed(options):
         func = option(func)
@@ -110,6 +118,17 @@ def create_body(image: str, command: tuple[str, ...], opts: dict[str, Any], *,
     host["AutoRemove"] = opts["auto_remove"]
     if opts["tty"] and (now := terminal.size()) is not None:
         host["ConsoleSize"] = list(now)
+    network = opts.get("network") or ""
+    host["NetworkMode"] = network or "default"
+    if opts.get("publish"):
+        host["PortBindings"] = parse_publish(opts["publish"])
+    endpoints = {}
+    if opts.get("network_aliases"):
+        if network in ("", "none", "default"):
+            raise InvalidArgument(
+                "--network-alias needs a network: add --network lab (or another)"
+            )
+        endpoints[network] = {"Aliases": list(opts["network_aliases"])}
     return {
         "Image": image,
         "Cmd": list(command) or None,
@@ -122,7 +141,30 @@ def create_body(image: str, command: tuple[str, ...], opts: dict[str, Any], *,
         "StdinOnce": opts["interactive"],
         "Labels": dict(FOREGROUND) if foreground else {},
         "HostConfig": host,
+        "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
+
+
+def parse_publish(specs: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
+    """``-p`` values as Docker's PortBindings: ``[IP:][HOSTPORT:]PORT[/tcp]``.
+
+    The daemon checks ports and addresses; this only splits what was typed.
+
+    Raises:
+        InvalidArgument: more than three parts.
+    """
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in specs:
+        port, _, proto = spec.partition("/")
+        parts = port.split(":")
+        if len(parts) > 3 or not parts[-1]:
+            raise InvalidArgument(
+                f"invalid -p {spec!r}: write 127.0.0.1:HOSTPORT:PORT (or HOSTPORT:PORT, or PORT)"
+            )
+        host_ip, host_port = (["", "", *parts][-3:])[:2]
+        key = f"{parts[-1]}/{proto or 'tcp'}"
+        bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
+    return bindings
 
 
 async def attach_start_wait(client: AsyncClient, cid: str, *, tty: bool, stdin: bool,

@@ -19,6 +19,11 @@ socket), so a client cannot claim to be someone else. The rules:
   cannot be moved onto a user's image); the refusal is a 409 that names the
   tag only. A shared image is visible but read-only: untagging or removing it
   is a 403 for everyone but root.
+- Networks are shared by everyone, as Docker's are: every user lists and
+  inspects them and connects their own containers to them. A network
+  belongs to the uid that made it, and only that user (and root) removes it
+  (403 for anyone else: the network is no secret). A network's list of
+  containers shows each user only the containers they may see.
 - Root sees and touches everything, and so does the daemon's own user (a
   daemon a user runs for themselves serves their store).
 
@@ -36,6 +41,7 @@ from sandbox.daemon.routes import peer_uid, supervisor
 from sandbox.errors import Conflict, ContainerNotFound, ImageNotFound, PermissionDenied
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.images import Image
+from sandbox.store.networks import NetworkRecord
 from sandbox.store.references import parse
 
 SHARED = 0  # the owner of shared images
@@ -148,6 +154,19 @@ def own_image(request: web.Request, ref: str, what: str) -> Image:
             "commit a container to make an image of your own"
         )
     return found
+
+
+def check_network_owner(request: web.Request, network: NetworkRecord, what: str) -> None:
+    """Refuse to let the caller ``what`` (remove, prune) a network someone else made.
+
+    Raises:
+        PermissionDenied: it is another user's network and the caller is not root.
+    """
+    if not may_see(caller(request), network.owner):
+        raise PermissionDenied(
+            f"you cannot {what} the network {network.name}: another user made it, and only "
+            "they or root can"
+        )
 
 
 def check_new_tag(request: web.Request, repo_tag: str) -> None:

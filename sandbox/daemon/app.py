@@ -40,6 +40,7 @@ from sandbox.daemon.errors import error_middleware
 from sandbox.daemon.routes import SUPERVISOR, Handler, Route, containers, images, system
 from sandbox.daemon.routes import events as events_routes
 from sandbox.daemon.routes import exec as exec_routes
+from sandbox.daemon.routes import networks as network_routes
 from sandbox.daemon.routes import sandbox as sandbox_routes
 from sandbox.daemon.routes import stats as stats_routes
 from sandbox.daemon.supervisor import Supervisor
@@ -90,7 +91,7 @@ def create_app(sup: Supervisor) -> web.Application:
     app.on_response_prepare.append(_common_headers)
     routes: list[Route] = [*system.ROUTES, *containers.ROUTES, *images.ROUTES]
     routes += [*stats_routes.ROUTES, *events_routes.ROUTES, *sandbox_routes.ROUTES]
-    routes += exec_routes.ROUTES
+    routes += [*exec_routes.ROUTES, *network_routes.ROUTES]
     for method, path, handler in routes:
         for full in (path, VERSION_PREFIX + path):
             if method == "GET":
@@ -192,6 +193,7 @@ async def serve(path: Path, root: Path | None, *, shutdown_timeout: float) -> No
         await runner.cleanup()
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        await engine.close_networks()
         engine.close()
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()

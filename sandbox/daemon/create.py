@@ -26,7 +26,6 @@ _DEFAULT_PREFIXES = ("docker.io/library/", "index.docker.io/library/", "docker.i
 _UNSUPPORTED = {
     "Binds": "-v/--volume",
     "Mounts": "--mount",
-    "PortBindings": "-p/--publish",
     "Privileged": "--privileged",
     "CapAdd": "--cap-add",
     "Devices": "--device",
@@ -36,7 +35,6 @@ _UNSUPPORTED = {
     "MemoryReservation": "--memory-reservation",
     "VolumesFrom": "--volumes-from",
 }
-_NETWORK_MODES = ("", "default", "bridge", "none")
 
 
 @dataclass
@@ -54,6 +52,12 @@ class CreateRequest:
     limits: Limits = field(default_factory=Limits)
     console_size: tuple[int, int] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # HostConfig.NetworkMode ("" is the sandbox's default: loopback only),
+    # NetworkingConfig.EndpointsConfig and PortBindings, as sent: the engine
+    # knows the networks, and checks them.
+    network_mode: str = ""
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    port_bindings: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_create(body: dict[str, Any]) -> CreateRequest:
@@ -85,6 +89,7 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
     size = None
     if console and len(console) == 2 and all(isinstance(n, int) and n > 0 for n in console):
         size = (console[0], console[1])
+    networking = get(body, "NetworkingConfig", dict, {})
     return CreateRequest(
         image=familiar(image),
         cmd=cmd,
@@ -97,6 +102,9 @@ def parse_create(body: dict[str, Any]) -> CreateRequest:
         limits=parse_limits(host),
         console_size=size,
         labels=labels,
+        network_mode=get(host, "NetworkMode", str, "", "HostConfig."),
+        endpoints=get(networking, "EndpointsConfig", dict, {}, "NetworkingConfig.") or {},
+        port_bindings=get(host, "PortBindings", dict, {}, "HostConfig.") or {},
     )
 
 
@@ -111,12 +119,6 @@ def parse_limits(host: dict[str, Any]) -> Limits:
             raise InvalidArgument(
                 f"HostConfig.{key} ({option}) is not supported by the sandbox: run without it"
             )
-    mode = get(host, "NetworkMode", str, "", "HostConfig.")
-    if mode not in _NETWORK_MODES:
-        raise InvalidArgument(
-            f"network mode {mode!r} is not supported: every container gets its own "
-            "network namespace (use the default)"
-        )
     where = "HostConfig."
     memory = get(host, "Memory", int, 0, where)
     swap = get(host, "MemorySwap", int, 0, where)

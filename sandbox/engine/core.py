@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import config
-from sandbox.engine import names, reconcile
+from sandbox.engine import names, ports, reconcile
 from sandbox.engine.events import EventBus
 from sandbox.engine.execs import Execs
+from sandbox.engine.networks import Networks
 from sandbox.engine.running import OutputListener, Running
 from sandbox.errors import (
     Conflict,
@@ -33,7 +34,7 @@ from sandbox.errors import (
     RuntimeFailure,
     SandboxError,
 )
-from sandbox.runtime import cgroups
+from sandbox.runtime import cgroups, links, netns
 from sandbox.runtime.cgroups import Limits
 from sandbox.runtime.spawn import Spawned, spawn, spawn_async
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
@@ -48,6 +49,7 @@ from sandbox.store.containers import (
 )
 from sandbox.store.images import Image, new_config, rfc3339
 from sandbox.store.locks import locked
+from sandbox.store.networks import NONE
 from sandbox.store.references import parse as parse_reference
 
 BASE_REF = "base:latest"
@@ -75,6 +77,7 @@ class Engine:
         self.running: dict[str, Running] = {}
         self.events = EventBus()
         self.execs = Execs(self)  # `docker exec` instances, in memory as Docker's
+        self.networks = Networks(self.store.root)
         if reconcile_now:
             self.reconcile()
 
@@ -83,6 +86,10 @@ class Engine:
         if self._zygote is not None:
             self._zygote.close()
             self._zygote = None
+
+    async def close_networks(self) -> None:
+        """Bring this engine's bridges down (its containers have stopped)."""
+        await self.networks.close()
 
     @property
     def driver(self) -> cgroups.CgroupDriver:
@@ -211,8 +218,15 @@ class Engine:
         auto_remove: bool = False,
         owner: int = 0,
         labels: dict[str, str] | None = None,
+        networks: dict[str, dict[str, Any]] | None = None,
+        port_bindings: dict[str, Any] | None = None,
     ) -> ContainerRecord:
         """Create a container (not started) from an image.
+
+        Args:
+            networks: the networks it joins, as `Networks.resolve` gives them
+                (None or empty: loopback only).
+            port_bindings: Docker's PortBindings (checked here).
 
         Raises:
             ImageNotFound, InvalidArgument, Conflict: with a message naming
@@ -228,6 +242,9 @@ class Engine:
                 raise InvalidArgument(f"invalid environment variable {item!r}: use KEY=VALUE")
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgument(f"invalid working directory {workdir!r}: use an absolute path")
+        bindings = ports.parse_bindings(port_bindings or {})
+        for net in networks or {}:
+            self.networks.find(net)  # NetworkNotFound now, not at start
         cid = os.urandom(32).hex()
         record = ContainerRecord(
             id=cid,
@@ -245,6 +262,8 @@ class Engine:
             auto_remove=auto_remove,
             owner=owner,
             labels=dict(labels or {}),
+            networks=dict(networks or {}),
+            ports=bindings,
         )
         if hostname is not None:
             _check_hostname(hostname)
@@ -266,6 +285,12 @@ class Engine:
             CommandNotFound, RuntimeFailure: the process could not start; the
                 container is marked exited with the reason.
         """
+        record = self.store.containers.find(ref)
+        if record.networks or record.ports:
+            raise InvalidArgument(
+                f"container {record.name} has networks or published ports: start it "
+                "through the daemon (`sandbox start`), which runs them"
+            )
         launch = self._launch(ref)
         try:
             spawned = spawn(launch.root, launch.proc, join_files=launch.cgroup.join_files(),
@@ -288,16 +313,39 @@ class Engine:
             the same as `start`.
         """
         launch = self._launch(ref)
+        record, ns_fd, published = launch.record, None, []
         try:
+            if record.networks or record.ports:
+                ns_fd = netns.create(links.SYSCTLS)
+                await self._plug_in(record, ns_fd, launch.path)
+                published = await ports.publish(ns_fd, record.ports)
+                record.published = ports.settings(published)
             spawned = await spawn_async(launch.root, launch.proc,
                                         join_files=launch.cgroup.join_files(),
                                         clone_into=launch.cgroup.clone_into(),
-                                        open_stdin=launch.record.open_stdin,
-                                        zygote=self._zygote)  # fmt: skip
+                                        open_stdin=record.open_stdin,
+                                        zygote=self._zygote, netns_fd=ns_fd)  # fmt: skip
         except BaseException as exc:
+            ports.unpublish(published)
+            self._unplug(record)
+            if ns_fd is not None:
+                os.close(ns_fd)
             self._not_started(launch, exc)
             raise
-        return self._started(launch, spawned, listener)
+        running = self._started(launch, spawned, listener)
+        running.netns_fd, running.published = ns_fd, published
+        return running
+
+    async def _plug_in(self, record: ContainerRecord, ns_fd: int, path: Path) -> None:
+        """Join the container's namespace to each of its networks (eth0, eth1, ...)."""
+        for name in record.networks:
+            endpoint = await self.networks.connect(record, ns_fd, name, path / "hosts")
+            record.endpoints[endpoint.network.name] = endpoint.settings()
+
+    def _unplug(self, record: ContainerRecord) -> None:
+        """Its addresses back to the networks, its names out of the others' hosts files."""
+        self.networks.release(record.id)
+        record.endpoints, record.published = {}, {}
 
     def _launch(self, ref: str) -> _Launch:
         """Everything up to the clone: the running marker, the cgroup, the specs."""
@@ -371,6 +419,13 @@ class Engine:
         """Bookkeeping once the init is reaped: limits hit, cgroup removed, state saved."""
         record.oom_killed = cgroup.oom_killed()
         record.pids_limit_hit = cgroup.pids_limit_hit()
+        running = self.running.get(record.id)
+        if running is not None and running.netns_fd is not None:
+            ports.unpublish(running.published)
+            os.close(running.netns_fd)
+            running.netns_fd = None
+        if record.endpoints or record.published:
+            self._unplug(record)
         with contextlib.suppress(SandboxError):  # still busy: the reconciler removes it
             cgroup.remove()
         record.state, record.exit_code, record.finished_at = EXITED, status, time.time()
@@ -536,6 +591,78 @@ class Engine:
                 break
             time.sleep(0.01)
         self._delete(current)
+
+    # -- networks ----------------------------------------------------------------------
+
+    async def connect(self, ref: str, network: str, *, aliases: list[str] | None = None,
+                      address: str = "") -> ContainerRecord:  # fmt: skip
+        """Connect a container to one more network (``docker network connect``).
+
+        A running container gets the next ``ethN`` at once; a stopped one
+        joins when it starts.
+
+        Raises:
+            NetworkNotFound, ContainerNotFound: no such network or container.
+            Conflict: it is on that network already, or the address is taken.
+            InvalidArgument: `none`, a bad alias or address.
+        """
+        record, running = self._record_and_running(ref)
+        net = self.networks.find(network)
+        if net.name == NONE:
+            raise InvalidArgument(
+                "a container cannot be connected to `none`: disconnect it from its "
+                "networks instead (`sandbox network disconnect NETWORK CONTAINER`)"
+            )
+        if net.name in record.networks:
+            raise Conflict(f"container {record.name} is already connected to network {net.name}")
+        settings = {"Aliases": aliases or [], "IPAMConfig": {"IPv4Address": address}}
+        record.networks.update(self.networks.resolve(net.name, endpoints={net.name: settings}))
+        if running is not None:
+            if running.netns_fd is None:  # cloned with an empty namespace of its own
+                running.netns_fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            path = self.store.containers.path(record.id)
+            try:
+                endpoint = await self.networks.connect(record, running.netns_fd, net.name,
+                                                       path / "hosts")  # fmt: skip
+            except BaseException:
+                record.networks.pop(net.name, None)
+                raise
+            record.endpoints[net.name] = endpoint.settings()
+        self.store.containers.save(record)
+        self.events.network("connect", net, record)
+        return record
+
+    def disconnect(self, ref: str, network: str) -> ContainerRecord:
+        """Take a container off a network (``docker network disconnect``).
+
+        Raises:
+            NetworkNotFound, ContainerNotFound: no such network or container.
+            Conflict: it is not on that network.
+        """
+        record, running = self._record_and_running(ref)
+        net = self.networks.find(network)
+        if net.name not in record.networks:
+            raise Conflict(f"container {record.name} is not connected to network {net.name}")
+        del record.networks[net.name]
+        if running is not None:
+            self.networks.release(record.id, net.name)
+            record.endpoints.pop(net.name, None)
+        self.store.containers.save(record)
+        self.events.network("disconnect", net, record)
+        return record
+
+    def _record_and_running(self, ref: str) -> tuple[ContainerRecord, Running | None]:
+        """The record to change: the live one of a container this engine runs."""
+        record = self.store.containers.find(ref)
+        running = self.running.get(record.id)
+        if running is not None and running.record is not None:
+            return running.record, running
+        if record.state == RUNNING and reconcile.same_process(record.pid, record.pid_start):
+            raise Conflict(
+                f"container {record.name} is run by another process: connect it through "
+                "the daemon that runs it"
+            )
+        return record, None
 
     # -- copy-on-write -------------------------------------------------------------
 

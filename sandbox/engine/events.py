@@ -129,5 +129,13 @@ class EventBus:
         return self.emit("image", action, actor, {"name": name},
                          {"status": action, "id": name or actor}, image.owner)  # fmt: skip
 
+    def network(self, action: str, network: Any, container: ContainerRecord | None = None) -> Event:
+        """A network event (``create``, ``destroy``, ``connect``, ``disconnect``)."""
+        attributes = {"name": network.name, "type": network.driver}
+        if container is not None:
+            attributes["container"] = container.id
+        return self.emit("network", action, network.id, attributes,
+                         owner=container.owner if container is not None else 0)  # fmt: skip
+
 
 __all__ = ["HISTORY", "QUEUE_SIZE", "Event", "EventBus", "Owned", "Subscription"]

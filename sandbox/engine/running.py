@@ -43,6 +43,10 @@ class Running:
         self.spawned = spawned
         self.record: Any = None  # the engine's ContainerRecord, updated at exit
         self.cgroup: Cgroup | None = None  # the engine's stats() reads it
+        # Its network namespace, held while it runs (published ports and
+        # `network connect` work in it); None: made by the clone, not held.
+        self.netns_fd: int | None = None
+        self.published: list[Any] = []  # the engine's ports.Published
         self.loop = loop
         self.listeners: list[OutputListener] = []
         # No log for an exec'd process (Docker logs only the container's own output).

@@ -60,10 +60,10 @@ def container_summary(record: ContainerRecord) -> dict[str, Any]:
         "Created": int(record.created),
         "State": record.state,
         "Status": status_text(record),
-        "Ports": [],
+        "Ports": port_list(record),
         "Labels": record.labels,
-        "HostConfig": {"NetworkMode": "none"},
-        "NetworkSettings": {"Networks": {}},
+        "HostConfig": {"NetworkMode": network_mode(record)},
+        "NetworkSettings": {"Networks": network_settings(record)["Networks"]},
         "Mounts": [],
     }
 
@@ -100,7 +100,8 @@ def container_inspect(store: Store, record: ContainerRecord) -> dict[str, Any]:
         "HostConfig": {
             "LogConfig": {"Type": "json-file", "Config": {}},
             "AutoRemove": record.auto_remove,
-            "NetworkMode": "none",
+            "NetworkMode": network_mode(record),
+            "PortBindings": record.ports,
             "Memory": limits.memory or 0,
             "MemorySwap": limits.memory_swap or 0,
             "NanoCpus": limits.nano_cpus or 0,
@@ -130,8 +131,103 @@ def container_inspect(store: Store, record: ContainerRecord) -> dict[str, Any]:
             },
         },
         "Mounts": [],
-        "NetworkSettings": {"Networks": {}},
+        "NetworkSettings": network_settings(record),
         "SandboxLayers": record.layers + record.committed_layers,
+    }
+
+
+def network_mode(record: ContainerRecord) -> str:
+    """HostConfig.NetworkMode: the first network the container joins, or ``none``."""
+    return next(iter(record.networks), "none")
+
+
+def network_settings(record: ContainerRecord) -> dict[str, Any]:
+    """NetworkSettings: each network's endpoint (addresses only while it runs), ports."""
+    running = record.state == "running"
+    networks: dict[str, Any] = {}
+    for name, config in record.networks.items() or {"none": {}}.items():
+        live = record.endpoints.get(name, {}) if running else {}
+        networks[name] = {
+            "IPAMConfig": {"IPv4Address": config["IPv4Address"]}
+            if config.get("IPv4Address") else None,
+            "Links": None,
+            "Aliases": config.get("Aliases") or None,
+            "MacAddress": live.get("MacAddress", ""),
+            "NetworkID": live.get("NetworkID", ""),
+            "EndpointID": live.get("EndpointID", ""),
+            "Gateway": live.get("Gateway", ""),
+            "IPAddress": live.get("IPAddress", ""),
+            "IPPrefixLen": live.get("IPPrefixLen", 0),
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "DriverOpts": None,
+            "DNSNames": live.get("DNSNames"),
+        }  # fmt: skip
+    first = next(iter(networks.values()))
+    ports: dict[str, Any] = {key: None for key in record.ports}
+    if running:
+        ports.update(record.published)
+    return {
+        "Bridge": "",
+        "SandboxID": record.id if running else "",
+        "SandboxKey": f"/proc/{record.pid}/ns/net" if running else "",
+        "Ports": ports,
+        "HairpinMode": False,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "IPAddress": first["IPAddress"],
+        "IPPrefixLen": first["IPPrefixLen"],
+        "Gateway": first["Gateway"],
+        "MacAddress": first["MacAddress"],
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPv6Gateway": "",
+        "Networks": networks,
+    }
+
+
+def port_list(record: ContainerRecord) -> list[dict[str, Any]]:
+    """The ``Ports`` of ``GET /containers/json``: published ones while it runs."""
+    if record.state != "running":
+        return []
+    return [
+        {"IP": b["HostIp"], "PrivatePort": int(key.partition("/")[0]),
+         "PublicPort": int(b["HostPort"]), "Type": "tcp"}
+        for key, bound in record.published.items() for b in bound
+    ]  # fmt: skip
+
+
+def network_view(network: Any, endpoints: list[Any]) -> dict[str, Any]:
+    """``GET /networks/{id}``: a `NetworkRecord` and its live `Endpoint`s."""
+    config = [{"Subnet": network.subnet, "Gateway": network.gateway}] if network.subnet else []
+    return {
+        "Name": network.name,
+        "Id": network.id,
+        "Created": _ts(network.created),
+        "Scope": "local",
+        "Driver": network.driver,
+        "EnableIPv4": True,
+        "EnableIPv6": False,
+        "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+        # No route out: a network reaches its own containers and nothing else.
+        "Internal": network.driver == "bridge",
+        "Attachable": False,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": {
+            e.cid: {
+                "Name": e.name,
+                "EndpointID": e.endpoint_id,
+                "MacAddress": e.plug.mac,
+                "IPv4Address": f"{e.plug.address}/{e.plug.prefixlen}",
+                "IPv6Address": "",
+            }
+            for e in endpoints
+        },
+        "Options": {},
+        "Labels": network.labels,
     }
 
 

@@ -226,7 +226,8 @@ def open_cgroup(path: str | None) -> int | None:
 
 
 def clone_child(plan: ChildPlan, err_w: int, stdio: list[int], console: int | None,
-                init_fd: int, *, parent: bool = False) -> int:  # fmt: skip
+                init_fd: int, *, parent: bool = False,
+                netns_fd: int | None = None) -> int:  # fmt: skip
     """Clone the container's first process; in the caller, return its PID.
 
     ``stdio`` are the child's ends (stdin, stdout, stderr) for a non-tty
@@ -235,12 +236,16 @@ def clone_child(plan: ChildPlan, err_w: int, stdio: list[int], console: int | No
     caller (CLONE_PARENT), so the engine that asked is its parent: it reaps it,
     and PDEATHSIG ties the container to the engine. On cgroup v2 the child
     is born in the container's cgroup (``plan.clone_into``) where the kernel
-    can; otherwise it joins through ``plan.join_files`` first thing.
+    can; otherwise it joins through ``plan.join_files`` first thing. With
+    ``netns_fd`` it joins that network namespace (made and wired by the
+    engine) instead of getting a new, empty one.
 
     Raises:
         OSError: the cgroup directory is gone, or the clone failed.
     """
     flags = NAMESPACES | (sc.CLONE_PARENT if parent else 0)
+    if netns_fd is not None:
+        flags &= ~sc.CLONE_NEWNET
     cgroup_fd = open_cgroup(plan.clone_into)
     try:
         pid, born_in = clone_in_cgroup(flags, cgroup_fd, plan.clone_into)
@@ -253,7 +258,7 @@ def clone_child(plan: ChildPlan, err_w: int, stdio: list[int], console: int | No
     code = EXIT_SETUP_FAILED
     try:
         sock = socket.socket(fileno=console) if console is not None else None
-        _child(plan, stdio, sock, init_fd, joined=born_in)
+        _child(plan, stdio, sock, init_fd, joined=born_in, netns_fd=netns_fd)
     except CommandNotFound as exc:
         code = 127
         _report(err_w, "exec", errno_mod.ENOENT, str(exc), not_found=True)
@@ -275,6 +280,7 @@ def spawn(
     clone_into: str | None = None,
     open_stdin: bool = False,
     zygote: Zygote | None = None,
+    netns_fd: int | None = None,
 ) -> Spawned:
     """Clone a container process and wait until it has exec'd its init.
 
@@ -289,6 +295,8 @@ def spawn(
         open_stdin: give a non-tty container a stdin pipe (else /dev/null).
         zygote: clone through this fork server (None: clone this process,
             which must then be single-threaded).
+        netns_fd: a network namespace for the container to join (see
+            `sandbox.runtime.netns`); None: a new one with loopback only.
 
     Raises:
         CommandNotFound: the command is not on the container's PATH (the
@@ -296,7 +304,7 @@ def spawn(
         RuntimeFailure: a setup step failed; the message names it.
     """
     pending = _begin(root, proc, join_files=join_files, clone_into=clone_into,
-                     open_stdin=open_stdin, zygote=zygote)  # fmt: skip
+                     open_stdin=open_stdin, zygote=zygote, netns_fd=netns_fd)  # fmt: skip
     with pending:
         if pending.console is not None:
             pending.started.pty = _receive_pty(pending.console)
@@ -312,6 +320,7 @@ async def spawn_async(
     clone_into: str | None = None,
     open_stdin: bool = False,
     zygote: Zygote | None = None,
+    netns_fd: int | None = None,
 ) -> Spawned:
     """`spawn`, with the wait for the child's exec in the event loop, not blocking it.
 
@@ -323,7 +332,7 @@ async def spawn_async(
         the same as `spawn`.
     """
     pending = _begin(root, proc, join_files=join_files, clone_into=clone_into,
-                     open_stdin=open_stdin, zygote=zygote)  # fmt: skip
+                     open_stdin=open_stdin, zygote=zygote, netns_fd=netns_fd)  # fmt: skip
     with pending:
         try:
             if pending.console is not None:
@@ -374,7 +383,7 @@ def _kill_and_reap(started: Spawned) -> None:
 
 
 def _begin(root: RootfsSpec, proc: ProcessSpec, *, join_files: list[str], clone_into: str | None,
-           open_stdin: bool, zygote: Zygote | None) -> _Pending:  # fmt: skip
+           open_stdin: bool, zygote: Zygote | None, netns_fd: int | None) -> _Pending:  # fmt: skip
     """Clone the child (directly or through the zygote); it then sets up on its own."""
     if zygote is None and threading.active_count() != 1:
         raise RuntimeFailure(
@@ -387,9 +396,9 @@ def _begin(root: RootfsSpec, proc: ProcessSpec, *, join_files: list[str], clone_
     console_fd = console[1].fileno() if console else None
     try:
         if zygote is not None:
-            pid = zygote.clone(plan, err_w, child_ends, console_fd)
+            pid = zygote.clone(plan, err_w, child_ends, console_fd, netns_fd)
         else:
-            pid = clone_child(plan, err_w, child_ends, console_fd, init_memfd())
+            pid = clone_child(plan, err_w, child_ends, console_fd, init_memfd(), netns_fd=netns_fd)
     except BaseException:
         for fd in (err_r, *parent_ends.values()):
             os.close(fd)
@@ -411,6 +420,7 @@ def _child(
     init_fd: int,
     *,
     joined: bool,
+    netns_fd: int | None = None,
 ) -> None:
     """The container's first process: set up, then exec the init. Never returns.
 
@@ -434,7 +444,10 @@ def _child(
         os.write(fd, b"0")
         os.close(fd)
     sc.unshare(sc.CLONE_NEWCGROUP)
-    network.loopback_up()
+    if netns_fd is None:
+        network.loopback_up()
+    else:  # the engine made it, loopback up and its networks plugged in
+        sc.setns(netns_fd, sc.CLONE_NEWNET)
     rootfs.prepare(root)
     if console is not None:
         open_terminal(console)

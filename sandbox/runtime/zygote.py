@@ -48,10 +48,12 @@ class Zygote:
         theirs.close()
 
     def clone(self, plan: spawn.ChildPlan, err_w: int, stdio: list[int],
-              console: int | None) -> int:  # fmt: skip
+              console: int | None, netns_fd: int | None = None) -> int:  # fmt: skip
         """Have the zygote clone the container's first process; returns its PID."""
         fds = [err_w, *stdio] + ([console] if console is not None else [])
-        request = {"plan": plan.to_json(), "stdio": len(stdio), "console": console is not None}
+        fds += [netns_fd] if netns_fd is not None else []
+        request = {"plan": plan.to_json(), "stdio": len(stdio), "console": console is not None,
+                   "netns": netns_fd is not None}  # fmt: skip
         try:
             socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
             reply = json.loads(self.sock.recv(65536) or b'{"error": "the zygote exited"}')
@@ -90,8 +92,11 @@ def serve(fd: int) -> None:
             request = json.loads(data)
             plan = spawn.ChildPlan.from_json(request["plan"])
             err_w, stdio = fds[0], fds[1 : 1 + request["stdio"]]
-            console = fds[-1] if request["console"] else None
-            pid = spawn.clone_child(plan, err_w, stdio, console, init_fd, parent=True)
+            rest = fds[1 + request["stdio"] :]
+            console = rest.pop(0) if request["console"] else None
+            netns_fd = rest.pop(0) if request.get("netns") else None
+            pid = spawn.clone_child(plan, err_w, stdio, console, init_fd, parent=True,
+                                    netns_fd=netns_fd)  # fmt: skip
             reply = {"pid": pid}
         except Exception as exc:
             reply = {"error": str(exc)}

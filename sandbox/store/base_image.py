@@ -67,7 +67,7 @@ def _package(package: str, commands: str, *, required: bool = True) -> tuple[Too
 
 # The tools of the base image. To add a tool, add a line; an optional extra
 # (`required=False`) never breaks the build on a host that lacks it, e.g.
-#     *_package("iputils-ping", "ping", required=False),
+#     *_package("file", "file", required=False),
 TOOLS: tuple[Tool, ...] = (
     Tool("bash", "bash"),
     # /bin/sh: debianutils' `which` and gzip's `zcat` are /bin/sh scripts.
@@ -108,11 +108,22 @@ TOOLS: tuple[Tool, ...] = (
     *_package("hostname", "hostname"),
     *_package("debianutils", "which"),
     *_package("ncurses-bin", "clear tput reset"),
+    # The networking lesson. Debian's ping gets CAP_NET_RAW from a file
+    # capability, which the image drops (see above); root in a container holds
+    # CAP_NET_RAW anyway, so its ping opens a raw socket.
+    *_package("iputils-ping", "ping"),
+    # The OpenBSD netcat (it listens with `nc -l -p PORT`), looked up by its
+    # own name: the host's `nc` alternative may be another netcat.
+    Tool("nc.openbsd", "netcat-openbsd", links=("nc", "netcat")),
+    # No CA certificates: containers have no route to the internet, only to
+    # servers they run themselves, over plain http.
+    *_package("curl", "curl"),
     # Optional extras.
     Tool("ss", "iproute2", required=False, data=("/etc/iproute2",)),
     Tool("vim.tiny", "vim-tiny", required=False, links=("vi",)),
     *_package("bsdextrautils", "column hexdump", required=False),
     *_package("xxd", "xxd", required=False),
+    *_package("wget", "wget", required=False),
 )
 
 # Terminfo entries, so that less, nano, top and clear work on a pty. The

@@ -64,6 +64,15 @@ class ContainerRecord:
     # The history entries of the commits so far, one per commit (those that
     # made no layer have empty_layer): the next commit's image carries them all.
     committed_history: list[dict[str, Any]] = field(default_factory=list)
+    # The networks it joins when started: {name: {"Aliases": [...], "IPv4Address": ""}};
+    # empty: loopback only (``--network none``).
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Published ports, Docker's PortBindings: {"80/tcp": [{"HostIp", "HostPort"}]}.
+    ports: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    # While it runs: each network's endpoint (address, MAC, gateway, ...) and
+    # the host ports actually listening; emptied when it exits.
+    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published: dict[str, list[dict[str, str]]] = field(default_factory=dict)
 
     @property
     def short_id(self) -> str:

@@ -65,6 +65,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     # Someone else's image is "No such image" (and the default one is built
     # on first use).
     access.check_image(request, sup.engine.image(spec.image), spec.image)
+    networks = sup.engine.networks.resolve(spec.network_mode, endpoints=spec.endpoints)
     try:
         record = sup.engine.create(
             spec.image,
@@ -79,6 +80,8 @@ async def create(request: web.Request) -> web.StreamResponse:
             auto_remove=spec.auto_remove,
             owner=access.caller(request),
             labels=spec.labels,
+            networks=networks,
+            port_bindings=spec.port_bindings,
         )
     except Conflict:
         if name is None or access.name_visible(request, name):

@@ -1,0 +1,133 @@
+"""Bridges and veth pairs, made over netlink with pyroute2.
+
+A network is a bridge (``br0``) in a namespace of its own, holding the
+gateway address; a container joins it through a veth pair: one end on the
+bridge, named after the container, the other moved straight into the
+container's namespace as ``eth0`` (``eth1`` for a second network), with the
+container's address and a default route to the gateway. Nothing here ever
+runs in, or adds anything to, the host's own network namespace: every
+netlink socket is made inside the namespace it configures (`netns.socket_in`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from sandbox.runtime import netns
+
+NETLINK_ROUTE = 0
+BRIDGE = "br0"
+# In every namespace the engine makes: no IPv6 on new links (the networks are
+# IPv4; a lesson's `ip addr` stays readable), ping without CAP_NET_RAW.
+SYSCTLS = {
+    "ipv6/conf/default/disable_ipv6": "1",
+    "ipv4/ping_group_range": "0 2147483647",
+}
+
+
+async def rtnl(ns_fd: int) -> AsyncIPRoute:
+    """An rtnetlink handle on the namespace ``ns_fd`` (close it when done)."""
+    sock = netns.socket_in(ns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
+    handle = AsyncIPRoute(fileno=sock.detach())
+    await handle.setup_endpoint()
+    return handle
+
+
+def mac_for(address: str) -> str:
+    """Docker's rule: 02:42 then the IPv4 address, so the MAC says which container it is."""
+    octets = ipaddress.IPv4Address(address).packed
+    return "02:42:" + ":".join(f"{b:02x}" for b in octets)
+
+
+@dataclass
+class Bridge:
+    """A network's live namespace and its bridge (see `make_bridge`)."""
+
+    ns_fd: int
+    handle: AsyncIPRoute
+    index: int
+
+    def close(self) -> None:
+        """Let the namespace go: the bridge and every veth end on it go with it."""
+        self.handle.close()
+        os.close(self.ns_fd)
+
+
+async def make_bridge(gateway: str, prefixlen: int) -> Bridge:
+    """A new namespace with a bridge holding ``gateway/prefixlen``, up."""
+    ns_fd = netns.create(SYSCTLS)
+    try:
+        handle = await rtnl(ns_fd)
+        try:
+            await handle.link("add", ifname=BRIDGE, kind="bridge")
+            (index,) = await handle.link_lookup(ifname=BRIDGE)
+            await handle.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+            await handle.link("set", index=index, state="up")
+        except BaseException:
+            handle.close()
+            raise
+    except BaseException:
+        os.close(ns_fd)
+        raise
+    return Bridge(ns_fd, handle, index)
+
+
+@dataclass
+class Plug:
+    """One end of a veth pair in a container, as `plug` made it."""
+
+    host_ifname: str
+    ifname: str
+    address: str
+    prefixlen: int
+    gateway: str
+    mac: str
+
+
+async def plug(bridge: Bridge, ns_fd: int, *, host_ifname: str, ifname: str, address: str,
+               prefixlen: int, gateway: str, default_route: bool) -> Plug:  # fmt: skip
+    """Connect the namespace ``ns_fd`` to ``bridge`` with a new veth pair.
+
+    Args:
+        host_ifname: the bridge end's name (unique in the bridge's namespace).
+        ifname: the container end's name (``eth0``).
+        default_route: also route everything else through the gateway (the
+            container's first network only).
+
+    Raises:
+        NetlinkError: the kernel refused (the bridge end is removed again).
+    """
+    mac = mac_for(address)
+    await bridge.handle.link(
+        "add", ifname=host_ifname, kind="veth", master=bridge.index, state="up",
+        peer={"ifname": ifname, "net_ns_fd": ns_fd, "address": mac},
+    )  # fmt: skip
+    try:
+        inside = await rtnl(ns_fd)
+        try:
+            (index,) = await inside.link_lookup(ifname=ifname)
+            await inside.addr("add", index=index, address=address, prefixlen=prefixlen)
+            await inside.link("set", index=index, state="up")
+            if default_route:
+                await inside.route("add", dst="default", gateway=gateway)
+        finally:
+            inside.close()
+    except BaseException:
+        await unplug(bridge, host_ifname)
+        raise
+    return Plug(host_ifname, ifname, address, prefixlen, gateway, mac)
+
+
+async def unplug(bridge: Bridge, host_ifname: str) -> None:
+    """Remove a veth pair by its bridge end (both ends go); gone already is fine."""
+    try:
+        await bridge.handle.link("del", ifname=host_ifname)
+    except NetlinkError as exc:
+        if exc.code not in (19,):  # ENODEV: the container's namespace took it already
+            raise

@@ -1,0 +1,84 @@
+"""Network namespaces the engine makes, enters for a moment, and hands to containers.
+
+A network namespace is per thread: ``unshare(CLONE_NEWNET)`` or ``setns`` in
+one thread moves that thread alone, and a socket stays in the namespace it
+was made in for its whole life. So the engine never runs a helper process to
+work inside a namespace: it steps its own thread in, makes a socket (a
+netlink socket to configure the namespace, a TCP socket to reach a server in
+it), and steps straight back out, with no ``await`` in between.
+
+A namespace lives as long as something refers to it: a process in it, or an
+open file descriptor such as those these functions return. The engine holds
+the fds of its networks' namespaces, and never bind-mounts them anywhere, so a
+killed engine leaves no namespace behind: they go with its last fd, and the
+bridges and veth pairs in them with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+
+from sandbox.runtime import network
+from sandbox.runtime import syscalls as sc
+
+_SELF = "/proc/thread-self/ns/net"
+
+
+def current() -> int:
+    """An fd of the calling thread's network namespace (close it when done)."""
+    return os.open(_SELF, os.O_RDONLY | os.O_CLOEXEC)
+
+
+@contextlib.contextmanager
+def entered(ns_fd: int) -> Iterator[None]:
+    """Run the block in the namespace ``ns_fd``, in this thread only.
+
+    The block must not await or yield to other code of the same thread: an
+    event loop's other tasks would run in the wrong namespace.
+    """
+    home = current()
+    try:
+        sc.setns(ns_fd, sc.CLONE_NEWNET)
+        try:
+            yield
+        finally:
+            sc.setns(home, sc.CLONE_NEWNET)
+    finally:
+        os.close(home)
+
+
+def create(sysctls: dict[str, str] | None = None) -> int:
+    """A new network namespace with loopback up; returns an fd that keeps it alive.
+
+    Args:
+        sysctls: ``net.*`` settings for it, by name below /proc/sys/net
+            (``{"ipv4/ping_group_range": "0 2147483647"}``).
+    """
+    home = current()
+    try:
+        sc.unshare(sc.CLONE_NEWNET)
+        try:
+            fd = current()
+            network.loopback_up()
+            for name, value in (sysctls or {}).items():
+                with open(f"/proc/sys/net/{name}", "w") as f:
+                    f.write(value)
+        finally:
+            sc.setns(home, sc.CLONE_NEWNET)
+    finally:
+        os.close(home)
+    return fd
+
+
+def socket_in(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket made inside the namespace ``ns_fd`` (it stays there)."""
+    with entered(ns_fd):
+        return socket.socket(family, kind | socket.SOCK_CLOEXEC, proto)
+
+
+def inode(ns_fd: int) -> int:
+    """The namespace's inode number (what ``/proc/PID/ns/net`` links name)."""
+    return os.fstat(ns_fd).st_ino
