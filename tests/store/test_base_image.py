@@ -1,9 +1,11 @@
 """The embedded default image: built from this host's tools, run with chroot.
 
 These tests build the real image once into a temporary directory (removed
-afterwards, even on failure) and run its tools inside it as root. The only fake
-is a tool table that names a command no host has, to see the missing-tool
-error.
+afterwards, even on failure) and run its tools inside it as root. The
+networking tools are run in real containers through the CLI instead, on the
+session store's own build of the same image: ping needs the capabilities and
+the loopback-only network namespace a container has. The only fake is a tool
+table that names a command no host has, to see the missing-tool error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import subprocess
 import tempfile
 import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +149,10 @@ RUN_ARGS: dict[str, tuple[list[str], int]] = {
     "reset": (["-V"], 0),
     "ip": (["-V"], 0),
     "ss": (["-V"], 0),
+    "ping": (["-V"], 0),
+    "nc.openbsd": (["-h"], 0),
+    "nc": (["-h"], 0),
+    "netcat": (["-h"], 0),
 }
 
 ALL_COMMANDS = [name for tool in TOOLS for name in (tool.name, *tool.links)]
@@ -224,6 +230,38 @@ def test_ip_addr_in_a_network_namespace(namespaces: Path) -> None:
     result = in_namespaces(namespaces, ["/bin/bash", "-c", "ip addr"])
     assert result.returncode == 0, result.stderr
     assert "1: lo:" in result.stdout
+
+
+# --- the networking lesson, in a container ----------------------------------
+
+Cli = Callable[..., subprocess.CompletedProcess[bytes]]
+
+# The client retries until the server listens, instead of guessing a sleep;
+# `timeout` bounds a server that never gets its connection.
+NET_LESSON = [
+    ("ping -c1 -W1 127.0.0.1", "1 packets transmitted, 1 received"),
+    (
+        "timeout 10 netcat -l -p 8000 > /tmp/got &"
+        " for _ in $(seq 100); do echo hi | nc -q0 127.0.0.1 8000 && break; sleep 0.05; done;"
+        " wait; cat /tmp/got",
+        "hi",
+    ),
+    (
+        "printf 'HTTP/1.0 200 OK\\r\\nContent-Length: 6\\r\\n\\r\\nhello\\n'"
+        " | timeout 10 nc -q1 -l -p 8000 > /dev/null &"
+        " for _ in $(seq 100); do curl -sS http://127.0.0.1:8000/ && break; sleep 0.05; done",
+        "hello",
+    ),
+]
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(("script", "expected"), NET_LESSON, ids=["ping", "nc", "curl"])
+def test_networking_lesson_in_a_container(cli: Cli, script: str, expected: str) -> None:
+    result = cli("run", "--rm", "base", "bash", "-c", script)
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    assert expected in out, f"stdout: {out!r}, stderr: {err!r}"
 
 
 @pytest.mark.parametrize(
