@@ -295,3 +295,21 @@ def _http_get(port: int) -> bytes:
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing answered on 127.0.0.1:{port}")
         time.sleep(0.05)
+
+
+def test_stats_count_the_traffic_of_a_container_on_a_network(cli, names) -> None:  # type: ignore[no-untyped-def]
+    name = names("talker")
+    pings = "ping -c3 -i0.2 -s1000 10.200.0.1 >/dev/null; sleep 300"
+    code, _, err = run(cli, "run", "-d", "--name", name, "--network", "lab", "base",
+                       "bash", "-c", pings)  # fmt: skip
+    assert code == 0, err
+    deadline = time.monotonic() + 10
+    while True:  # NET I/O: received / sent; three 1 kB echoes each way make both >= 3 kB
+        code, out, err = run(cli, "stats", "--no-stream", name)
+        assert code == 0, err
+        header, row = out.splitlines()[0], out.splitlines()[-1]
+        column = row[header.index("NET I/O") : header.index("BLOCK I/O")].split("/")
+        if all(part.strip().endswith("kB") and float(part.strip()[:-2]) >= 3 for part in column):
+            break
+        assert time.monotonic() < deadline, f"the traffic was not counted: {out}"
+        time.sleep(0.1)
