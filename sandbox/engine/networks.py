@@ -83,6 +83,7 @@ class LiveNetwork:
     bridge: links.Bridge
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
     unplugging: int = 0  # veth removals still in flight on the bridge
+    reserved: set[str] = field(default_factory=set)  # addresses of plugs in progress
     idle: asyncio.TimerHandle | None = None  # the bridge's scheduled shut-down
 
     def free_address(self, wanted: str = "") -> str:
@@ -93,7 +94,8 @@ class LiveNetwork:
             Conflict: ``wanted`` is taken, or no address is left.
         """
         subnet = ipaddress.ip_network(self.record.subnet)
-        taken = {self.record.gateway} | {e.plug.address for e in self.endpoints.values()}
+        taken = {self.record.gateway, *self.reserved}
+        taken.update(e.plug.address for e in self.endpoints.values())
         if wanted:
             try:
                 address = ipaddress.ip_address(wanted)
@@ -245,12 +247,15 @@ class Networks:
         settings = container.networks.get(name, {})
         address = live.free_address(settings.get("IPv4Address", ""))
         ifname = _next_ifname(self._endpoints_of(container.id))
-        first = ifname == "eth0"
-        plug = await links.plug(
-            live.bridge, ns_fd, host_ifname="veth" + os.urandom(5).hex(), ifname=ifname,
-            address=address, prefixlen=record.prefixlen, gateway=record.gateway,
-            default_route=first,
-        )  # fmt: skip
+        live.reserved.add(address)  # others starting meanwhile get other addresses
+        try:
+            plug = await links.plug(
+                live.bridge, ns_fd, host_ifname="veth" + os.urandom(5).hex(), ifname=ifname,
+                address=address, prefixlen=record.prefixlen, gateway=record.gateway,
+                default_route=ifname == "eth0",
+            )  # fmt: skip
+        finally:
+            live.reserved.discard(address)
         aliases = list(settings.get("Aliases") or [])
         endpoint = Endpoint(container.id, container.name, container.hostname, aliases,
                             record, plug, hosts_path)  # fmt: skip
@@ -286,13 +291,15 @@ class Networks:
             log.warning("could not remove %s: %s", endpoint.plug.host_ifname, exc)
         finally:
             live.unplugging -= 1
-        if not live.endpoints and not live.unplugging and live.idle is None:
+        if live.idle is None and not (live.endpoints or live.unplugging or live.reserved):
             loop = asyncio.get_running_loop()
             live.idle = loop.call_later(IDLE_SECONDS, self._shut_if_idle, live.record.id)
 
     def _shut_if_idle(self, nid: str) -> None:
         live = self.live.get(nid)
-        if live is not None and not live.endpoints and not live.unplugging:
+        if live is not None:
+            live.idle = None
+        if live is not None and not (live.endpoints or live.unplugging or live.reserved):
             self._shut(nid)
             log.info("network %s is down (nobody on it)", live.record.name)
 

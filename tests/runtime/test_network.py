@@ -213,13 +213,16 @@ def test_a_full_subnet_refuses_the_next_container_clearly(cli, names, network) -
     assert code != 0 and "has no free address left" in err
 
 
-def test_twenty_containers_on_one_network_all_reach_each_other(cli, names, network) -> None:  # type: ignore[no-untyped-def]
+def test_twenty_containers_on_one_network_all_reach_each_other(cli, names, network,
+                                                               background) -> None:  # type: ignore[no-untyped-def]
     net = network()
     members = [names(f"m{i}") for i in range(20)]
-    for name in members:
-        code, _, err = run(cli, "run", "-d", "--name", name, "--network", net, "base",
-                           "sleep", "600")  # fmt: skip
-        assert code == 0, err
+    # All started at once: no two may get the same address.
+    started = [background.start("run", "-d", "--name", name, "--network", net, "base",
+                                "sleep", "600") for name in members]  # fmt: skip
+    for proc in started:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
     addresses = {address(cli, name, net) for name in members}
     assert len(addresses) == 20
     # The last one reaches every other by name, and every name is in its hosts file.
