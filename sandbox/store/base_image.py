@@ -118,6 +118,8 @@ TOOLS: tuple[Tool, ...] = (
     # No CA certificates: containers have no route to the internet, only to
     # servers they run themselves, over plain http.
     *_package("curl", "curl"),
+    # `getent hosts web`: how a name resolves (the container's /etc/hosts).
+    *_package("libc-bin", "getent"),
     # Optional extras.
     Tool("ss", "iproute2", required=False, data=("/etc/iproute2",)),
     Tool("vim.tiny", "vim-tiny", required=False, links=("vi",)),

@@ -112,6 +112,8 @@ def test_addresses_names_and_routes_inside(cli, names) -> None:  # type: ignore[
     assert f"{address(cli, second)}\t{second} {second}-alias" in out
     code, out, _ = run(cli, "exec", first, "ping", "-c1", "-W2", f"{second}-alias")
     assert code == 0 and "1 received" in out
+    code, out, _ = run(cli, "exec", first, "getent", "hosts", second)
+    assert code == 0 and out.split()[0] == address(cli, second)
 
 
 def test_networks_are_isolated_from_each_other(cli, names, network) -> None:  # type: ignore[no-untyped-def]
