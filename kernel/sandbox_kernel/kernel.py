@@ -22,12 +22,12 @@ import zmq
 from ipykernel.kernelbase import Kernel
 
 from sandbox.client import AsyncClient
-from sandbox.errors import SandboxError
+from sandbox.errors import Conflict, InvalidArgument, SandboxError
 
-from . import __version__, syntax
-from .magics import MagicError, run_line_magic, split_cell
+from . import __version__, network, syntax
+from .magics import MAGICS, MagicError, run_line_magic, split_cell
 from .output import OutputSplitter
-from .session import CellResult, Session, first_line
+from .session import NO_NETWORK, CellResult, Session, first_line
 from .visuals.bundles import Display, cell_diff, diff_bundle, layer_stack, layers_bundle
 from .visuals.meter import CellMeter
 from .visuals.models import Limits
@@ -148,13 +148,18 @@ class SandboxKernel(Kernel):
         metered = self.sandbox.meter
         if cell_magic is not None:
             name, args = cell_magic
-            if name == "container" and len(args) == 1:
-                return await self._run_in_container(args[0], shell, silent, metered)
+            if name == "container":
+                try:
+                    container, ports = network.parse_container_args(args)
+                except InvalidArgument as exc:
+                    usage = MAGICS["container"].usage
+                    raise MagicError(f"%%container: {exc} (usage: {usage} on the first "
+                                     "line; the shell code follows)") from None  # fmt: skip
+                return await self._run_in_container(container, shell, silent, metered, ports)
             if name == "stats" and not args:
                 metered = True
-            elif name in ("container", "stats"):
-                usage = "%%container NAME" if name == "container" else "%%stats"
-                raise MagicError(f"usage: {usage} (the first line; the shell code follows)")
+            elif name == "stats":
+                raise MagicError("usage: %%stats (the first line; the shell code follows)")
             else:
                 raise MagicError(f"unknown cell magic %%{name}: the cell magics are "
                                  "%%container NAME and %%stats")  # fmt: skip
@@ -187,11 +192,24 @@ class SandboxKernel(Kernel):
         return self._verdict(result, silent)
 
     async def _run_in_container(self, name: str, shell: str, silent: bool,
-                                metered: bool = False) -> dict[str, Any]:  # fmt: skip
-        if await self.sandbox.ensure_container(name):
-            self._say(f"[started the container {name}: it runs until %rm {name}]", silent,
-                      stream="stderr")  # fmt: skip
+                                metered: bool = False,
+                                ports: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        try:
+            lived = await self.sandbox.ensure_container(name, ports)
+        except (InvalidArgument, Conflict) as exc:  # a bad binding, a host port taken
+            raise MagicError(f"%%container {name}: {exc}") from None
+        if lived.made:
+            where = "" if lived.network == NO_NETWORK else f" on network {lived.network}"
+            self._say(f"[started the container {name}{where}: it runs until %rm {name}]",
+                      silent, stream="stderr")  # fmt: skip
+        else:
+            for note in network.settings_differ(lived, self.sandbox.network, ports or {}):
+                self._say(f"[{note}]", silent, stream="stderr")
+        # The link comes after the cell's output (the server it starts is up by
+        # then), before its verdict; only once, when the container is made.
+        links = network.published_bundle(lived) if lived.made and lived.published else None
         if not shell.strip():
+            self._links(links, silent)
             return self._ok()
         splitter = self._splitter(silent)
         assert self._interrupt is not None
@@ -206,7 +224,12 @@ class SandboxKernel(Kernel):
             raise
         if meter is not None:
             await meter.finish(exited=False)
+        self._links(links, silent)
         return self._finish(result, splitter, silent, in_container=True)
+
+    def _links(self, data: dict[str, Any] | None, silent: bool) -> None:
+        if data is not None and not silent:
+            self._send("display_data", {"data": data, "metadata": {}, "transient": {}})
 
     # -- pictures ----------------------------------------------------------------------
 

@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.errors import InvalidArgument, SandboxError
+from sandbox.errors import InvalidArgument, NotFound, SandboxError
 from sandbox.units import human_size, parse_cpus, parse_size
 
-from .session import DEFAULT_LIMITS, Session
+from . import network
+from .session import DEFAULT_LIMITS, NO_NETWORK, Session
 from .visuals.bundles import Display, cell_diff, diff_bundle, layer_stack, layers_bundle
 
 
@@ -215,7 +216,63 @@ async def _reset(session: Session, args: list[str]) -> str:
     session.reset_state()
     session.diffs.clear()
     session.cell_layers.clear()
-    return f"back to {session.base}: no layers from cells, a fresh shell"
+    kept = "" if session.network == NO_NETWORK else \
+        f" (still on network {session.network}: %network none leaves it)"  # fmt: skip
+    return f"back to {session.base}: no layers from cells, a fresh shell{kept}"
+
+
+async def _network(session: Session, args: list[str]) -> str:
+    if len(args) > 1:
+        raise MagicError(f"usage: {MAGICS['network'].usage}")
+    if not args:
+        return await _network_now(session)
+    ref = args[0]
+    info: dict[str, Any] | None = None
+    if ref != NO_NETWORK:
+        try:
+            info = await network.find(session.client, ref)
+        except NotFound as exc:  # the daemon's words: "No such network: X (see ...)"
+            raise MagicError(f"{exc}; the cells stay on {session.network}") from None
+        except InvalidArgument as exc:
+            raise MagicError(f"%network {exc}") from None
+    name = info["Name"] if info is not None else NO_NETWORK
+    session.network = name
+    if info is None:
+        said = ("the next cells have their own loopback (127.0.0.1) only, and reach no "
+                "other container; so do the %%container containers made from now on")  # fmt: skip
+    else:
+        subnet = ((info.get("IPAM") or {}).get("Config") or [{}])[0].get("Subnet", "")
+        said = (f"the next cells join network {name}" + (f" ({subnet})" if subnet else "")
+                + ", and so do the %%container containers made from now on: they reach "
+                f"the containers on {name} by name")  # fmt: skip
+    return "\n".join([said, *await _kept_networks(session, name)])
+
+
+async def _network_now(session: Session) -> str:
+    if session.network == NO_NETWORK:
+        return network.describe(None)
+    try:
+        info = await network.find(session.client, session.network)
+    except NotFound:
+        return (f"network: {session.network}, which no longer exists (removed with "
+                "`sandbox network rm`?): choose another with %network NAME, or "
+                "%network none")  # fmt: skip
+    return network.describe(info)
+
+
+async def _kept_networks(session: Session, name: str) -> list[str]:
+    """The session's %%container containers on another network: they keep theirs."""
+    notes = []
+    for container in sorted(session.containers):
+        try:
+            info = await session.client.inspect_container(container)
+        except SandboxError:
+            continue
+        theirs = (info.get("HostConfig") or {}).get("NetworkMode") or NO_NETWORK
+        if theirs != name:
+            notes.append(f"%%container {container} stays on {theirs} (it exists already): "
+                         f"%rm {container}, then run its cell again to move it")  # fmt: skip
+    return notes
 
 
 async def _rm(session: Session, args: list[str]) -> str:
@@ -271,14 +328,32 @@ MAGICS: dict[str, Magic] = {
                     "notebook from it with %image NAME.", _commit),
     "reset": Magic("%reset", "back to the base image, with a fresh shell",
                    "Forgets the cells' layers and the shell state (variables, functions, "
-                   "directory).", _reset),
-    "container": Magic("%%container NAME", "run the cell in a long-lived container",
+                   "directory). The limits (%limits) and the network (%network) stay as they "
+                   "are.", _reset),
+    "network": Magic("%network [none|lab|NAME]", "the network of the next cells",
+                     "Without an argument, shows the session's network, its subnet and who is "
+                     "on it now (names and addresses). none, the kernel's default: each cell "
+                     "has its own loopback (127.0.0.1) only. lab, or a network made with "
+                     "`sandbox network create NAME`: the next cells, and the %%container "
+                     "containers made from then on, join it and reach each other by container "
+                     "name (a cell's `curl http://web:8000/` reaches the server of "
+                     "%%container web). A %%container container keeps the network it was made "
+                     "on: %rm NAME, then run its cell again to move it. No network leads to "
+                     "the host or the internet; to open a server in your browser, publish its "
+                     "port (%%container NAME -p 8080:8000). %reset keeps the network; a "
+                     "kernel restart goes back to none.", _network),
+    "container": Magic("%%container NAME [-p HOSTPORT:PORT]",
+                       "run the cell in a long-lived container",
                        "For servers and background jobs: the first %%container NAME cell makes "
-                       "the container NAME from the session's image; the cell runs in it (with "
-                       "the session's variables and directory) and whatever it starts in the "
-                       "background keeps running after the cell, until %rm NAME. Background "
-                       "output after the cell ends is not shown: send it to a file "
-                       "(server > /tmp/log 2>&1 &)."),
+                       "the container NAME from the session's image, on the session's network "
+                       "(%network); the cell runs in it (with the session's variables and "
+                       "directory) and whatever it starts in the background keeps running after "
+                       "the cell, until %rm NAME. Background output after the cell ends is not "
+                       "shown: send it to a file (server > /tmp/log 2>&1 &). -p 8080:8000 "
+                       "publishes the container's port 8000 on this machine's 127.0.0.1:8080 "
+                       "(also written -p 127.0.0.1:8080:8000; -p 8000 alone: on a free port), "
+                       "and the cell shows the link; -p may be given more than once, and counts "
+                       "only when the container is made."),
     "rm": Magic("%rm NAME...", "remove a %%container container",
                 "Stops and removes it, with everything running in it.", _rm),
 }

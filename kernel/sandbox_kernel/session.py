@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sandbox.client import AsyncClient, Hijacked
-from sandbox.errors import ImageNotFound, LimitUnsupported, SandboxError
+from sandbox.errors import (
+    ContainerNotFound,
+    ImageNotFound,
+    LimitUnsupported,
+    NotFound,
+    SandboxError,
+)
 
 from . import shellstate
 from .output import OutputSplitter
@@ -38,6 +44,9 @@ CELL_ENV = ["TERM=xterm-256color"]
 # What the kernel's containers get unless the notebook says otherwise (%limits):
 # a runaway cell must not take the machine from the other students on it.
 DEFAULT_LIMITS = {"Memory": 512 << 20, "MemorySwap": 512 << 20, "PidsLimit": 512}
+LIMIT_FIELDS = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit")  # HostConfig's, for %limits
+# The kernel's cells have loopback only unless the notebook says otherwise (%network).
+NO_NETWORK = "none"
 
 Ask = Callable[[str], Awaitable[str]]  # the frontend's input box: prompt -> line
 Started = Callable[[str], None]  # told the container's ID as soon as it runs (the meter)
@@ -68,6 +77,34 @@ class CellResult:
 
 
 @dataclass
+class LongLived:
+    """A ``%%container`` container: its network and where its ports are published."""
+
+    name: str
+    made: bool  # just made (by this cell)
+    network: str  # the first network it is on ("none": loopback only)
+    published: dict[int, list[int]] = field(default_factory=dict)  # port -> host ports
+    bindings: dict[str, Any] = field(default_factory=dict)  # PortBindings, as made
+
+    @classmethod
+    def from_inspect(cls, name: str, info: dict[str, Any], made: bool) -> LongLived:
+        host = info.get("HostConfig") or {}
+        ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
+        published = {
+            int(key.partition("/")[0]): [int(b["HostPort"]) for b in bound]
+            for key, bound in ports.items() if bound
+        }  # fmt: skip
+        return cls(name, made, str(host.get("NetworkMode") or NO_NETWORK), published,
+                   dict(host.get("PortBindings") or {}))  # fmt: skip
+
+    def urls(self) -> list[tuple[int, str]]:
+        """``(container port, URL on this machine)`` of each published port."""
+        return [(port, f"http://127.0.0.1:{host_port}/")
+                for port, host_ports in sorted(self.published.items())
+                for host_port in host_ports]  # fmt: skip
+
+
+@dataclass
 class Session:
     """The state one kernel keeps between cells."""
 
@@ -86,6 +123,8 @@ class Session:
     depth: int = 0  # layers in the current image
     meter: bool = False  # %stats on: the live usage meter for every cell
     autodiff: bool = False  # %autodiff on: the diff after every cell that changed the disk
+    # %network: the network of the next cells and of %%container containers made from now on.
+    network: str = NO_NETWORK
     containers: set[str] = field(default_factory=set)  # %%container names
     kept: list[str] = field(default_factory=list)
     made: list[str] = field(default_factory=list)  # image IDs this session committed
@@ -129,8 +168,13 @@ class Session:
     # -- one cell ----------------------------------------------------------------------
 
     def _body(self, cmd: list[str], env: list[str], image: str, *, stdin: bool,
-              labels: dict[str, str] | None = None,
-              hostname: str = HOSTNAME) -> dict[str, Any]:  # fmt: skip
+              labels: dict[str, str] | None = None, hostname: str = HOSTNAME,
+              network: str | None = None,
+              ports: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """A create body: the session's limits, and its network unless ``network`` is given."""
+        host: dict[str, Any] = {**self.limits, "NetworkMode": network or self.network}
+        if ports:
+            host["PortBindings"] = ports
         return {
             "Image": image,
             "Cmd": cmd,
@@ -141,7 +185,7 @@ class Session:
             "AttachStdin": stdin,
             "StdinOnce": stdin,
             "Labels": {SESSION_LABEL: self.sid, **(labels or {})},
-            "HostConfig": dict(self.limits),
+            "HostConfig": host,
         }
 
     def _prelude(self, **kwargs: Any) -> str:
@@ -157,7 +201,8 @@ class Session:
                 dropped = self._drop_unsupported(str(exc))
                 if not dropped:
                     raise
-                body["HostConfig"] = dict(self.limits)
+                others = {k: v for k, v in body["HostConfig"].items() if k not in LIMIT_FIELDS}
+                body["HostConfig"] = {**self.limits, **others}
 
     def _drop_unsupported(self, message: str) -> bool:
         if self.limits_set:
@@ -202,6 +247,9 @@ class Session:
                 f"the session's image {image[:12]} was removed (by `sandbox rmi`?), and with "
                 f"it what earlier cells wrote: %reset starts again from {self.base}"
             ) from None
+        except NotFound as exc:
+            self._network_gone(exc)
+            raise
         splitter.log_hint = f"`sandbox logs {name}`"
         result = CellResult()
         try:
@@ -234,6 +282,15 @@ class Session:
         else:
             self._later(self._discard(cid))
         return result
+
+    def _network_gone(self, exc: NotFound) -> None:
+        """Raise the notebook's words for a create refused because its network went."""
+        if str(exc).startswith("No such network"):
+            raise SandboxError(
+                f"the session's network {self.network} no longer exists (removed with "
+                "`sandbox network rm`?): choose another with %network NAME, or "
+                "%network none"
+            ) from None
 
     def container_name(self, cell: int) -> str:
         """The name of the container that runs ``cell``."""
@@ -326,8 +383,10 @@ class Session:
         """Run ``script`` in a throwaway container with the session's state; nothing is kept."""
         image = await self.current_image()
         env = [f"{shellstate.PRELUDE_VAR}={self._prelude(save_state=False)}"]
+        # No network: completion reads files, and a helper container need not
+        # show up in the /etc/hosts of the others on the session's network.
         body = self._body(shellstate.cell_command(script), env, image, stdin=False,
-                          labels={FOREGROUND_LABEL: "1"})  # fmt: skip
+                          labels={FOREGROUND_LABEL: "1"}, network=NO_NETWORK)  # fmt: skip
         cid = await self._create(body, None)
         out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
         try:
@@ -355,23 +414,43 @@ class Session:
         text = {k: b"".join(v).decode("utf-8", "replace") for k, v in out.items()}
         return status, text["stdout"], text["stderr"]
 
-    async def ensure_container(self, name: str) -> bool:
-        """A long-lived container ``name`` for ``%%container``; True if it was just made."""
+    async def ensure_container(self, name: str,
+                               ports: dict[str, Any] | None = None) -> LongLived:  # fmt: skip
+        """The long-lived container ``name`` for ``%%container``, made on first use.
+
+        A new one is made from the session's image, on the session's network,
+        with ``ports`` (Docker's PortBindings) published; one that exists keeps
+        the network and ports it was made with.
+
+        Raises:
+            SandboxError: the daemon's refusal (a host port taken, a bad
+                binding, a network removed); nothing is left behind then.
+        """
         try:
             info = await self.client.inspect_container(name)
-        except SandboxError:
+        except ContainerNotFound:
             info = None
-        if info is not None:
-            if not info["State"]["Running"]:
+        made = info is None
+        if info is None:
+            image = await self.current_image()
+            body = self._body(["sleep", "infinity"], [], image, stdin=False, hostname=name,
+                              ports=ports)  # fmt: skip
+            try:
+                await self._create(body, name)
+            except NotFound as exc:
+                self._network_gone(exc)
+                raise
+            try:
                 await self.client.start(name)
-            self.containers.add(name)
-            return False
-        image = await self.current_image()
-        body = self._body(["sleep", "infinity"], [], image, stdin=False, hostname=name)
-        await self._create(body, name)
-        await self.client.start(name)
+            except BaseException:
+                await self._discard(name)  # a port taken: no half-made container stays
+                raise
+            info = await self.client.inspect_container(name)
+        elif not info["State"]["Running"]:
+            await self.client.start(name)
+            info = await self.client.inspect_container(name)
         self.containers.add(name)
-        return True
+        return LongLived.from_inspect(name, info, made)
 
     async def run_in_container(self, name: str, code: str, splitter: OutputSplitter,
                                interrupt: asyncio.Event) -> CellResult:  # fmt: skip

@@ -7,16 +7,20 @@ Each notebook is executed the way *Run All* would run it in JupyterLab
 - no cell may fail: a failed cell stops *Run All* for a student;
 - after its last cell, the notebook has removed (``%rm``) every ``%%container``
   container it made; once the kernel has shut down, no container of its
-  session is left in the daemon, nor any image it committed;
+  session is left in the daemon, nor any image it committed, nor a network;
+- every link to a published port that a cell shows (``%%container NAME -p``)
+  opens, fetched from this process while the kernel still runs;
 - the saved notebook carries no outputs and names the sandbox kernel;
-- for 01-shell-basics, the cells found by a tag in their metadata (``check-ps``,
+- for each lesson, the cells found by a tag in their metadata (``check-ps``,
   ``check-export``...) show the facts the lesson's text promises: stable facts
-  only, never PIDs, times or IDs.
+  only, never PIDs, times, IDs or ports.
 """
 
 from __future__ import annotations
 
 import re
+import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,8 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 SESSION_LABEL = "sandbox.kernel.session"
 FOREGROUND_LABEL = "sandbox.foreground"
 KERNEL_NAME = "sandbox"
+PUBLISHED = re.compile(r"published at (http://127\.0\.0\.1:\d+/)")
+HANG_GUARD = 60.0  # seconds a published server may take to answer (not a timing)
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Run:
     long_lived: list[str] = field(default_factory=list)  # %%container ones after the last cell
     containers_left: list[str] = field(default_factory=list)
     images_left: list[str] = field(default_factory=list)
+    networks_left: list[str] = field(default_factory=list)
+    opened: dict[str, bytes] = field(default_factory=dict)  # published link -> its page
 
 
 def _session_containers(client: docker.DockerClient, *,
@@ -67,17 +75,42 @@ def _images(client: docker.DockerClient) -> set[str]:
     return {image.id for image in client.images.list(all=True)}
 
 
+def _networks(client: docker.DockerClient) -> dict[str, str]:
+    return {str(n.id): str(n.name) for n in client.networks.list()}
+
+
+def _open(url: str) -> bytes:
+    """GET a published link from this process (the server may take a moment to listen)."""
+    deadline = time.monotonic() + HANG_GUARD
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=HANG_GUARD) as reply:
+                return bytes(reply.read())
+        except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _published_links(cell: NotebookNode) -> list[str]:
+    return [url for out in cell.get("outputs", []) if out.output_type == "display_data"
+            for url in PUBLISHED.findall(str(out.data.get("text/plain", "")))]  # fmt: skip
+
+
 def execute(path: Path, client: docker.DockerClient) -> Run:
     """Run ``path`` top to bottom in a new kernel, which is shut down afterwards."""
     nb = nbformat.read(path, as_version=4)
     run = Run(nb)
     last = max((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), default=-1)
     containers, images = _session_containers(client), _images(client)
+    networks = _networks(client)
 
     def on_cell_executed(cell: NotebookNode, cell_index: int,
                          execute_reply: dict[str, Any]) -> None:  # fmt: skip
         if execute_reply is None or execute_reply["content"]["status"] != "ok":
             run.failed.append(f"cell {cell_index}: {cell.source[:80]!r}")
+        for url in _published_links(cell):  # open it as a browser would, while it runs
+            run.opened[url] = _open(url)
         if cell_index == last:  # the kernel still runs: has the notebook %rm'd its containers?
             run.long_lived = sorted(name for cid, name in
                                     _session_containers(client, long_lived=True).items()
@@ -93,6 +126,8 @@ def execute(path: Path, client: docker.DockerClient) -> Run:
         name for cid, name in _session_containers(client).items() if cid not in containers
     )
     run.images_left = sorted(_images(client) - images)
+    run.networks_left = sorted(name for nid, name in _networks(client).items()
+                               if nid not in networks)  # fmt: skip
     return run
 
 
@@ -159,6 +194,7 @@ def test_runs_top_to_bottom(path: Path, runs: Callable[[Path], Run]) -> None:
     assert not run.long_lived, f"%%container containers the notebook did not %rm: {run.long_lived}"
     assert not run.containers_left, f"containers left after shutdown: {run.containers_left}"
     assert not run.images_left, f"images left after shutdown: {run.images_left}"
+    assert not run.networks_left, f"networks left after shutdown: {run.networks_left}"
 
 
 # -- 01-shell-basics ----------------------------------------------------------------------
@@ -192,14 +228,8 @@ class Out(Streams):
         return int(self.cell.execution_count)
 
 
-@pytest.fixture
-def cells(runs: Callable[[Path], Run]) -> Callable[[str], Out]:
-    """``cells("check-ps")``: the one executed cell of 01-shell-basics with that tag.
-
-    Function-scoped, so that the first test to need the run executes it inside
-    the `no_leaks` window (the run itself is cached for the module).
-    """
-    nb = runs(SHELL_BASICS).nb
+def tagged(nb: NotebookNode) -> Callable[[str], Out]:
+    """``find("check-ps")``: the one executed cell of ``nb`` with that tag."""
 
     def find(tag: str) -> Out:
         found = [c for c in nb.cells if tag in c.metadata.get("tags", [])]
@@ -207,6 +237,16 @@ def cells(runs: Callable[[Path], Run]) -> Callable[[str], Out]:
         return Out(found[0])
 
     return find
+
+
+@pytest.fixture
+def cells(runs: Callable[[Path], Run]) -> Callable[[str], Out]:
+    """``cells("check-ps")``: the one executed cell of 01-shell-basics with that tag.
+
+    Function-scoped, so that the first test to need the run executes it inside
+    the `no_leaks` window (the run itself is cached for the module).
+    """
+    return tagged(runs(SHELL_BASICS).nb)
 
 
 def test_first_cell_says_hello_as_root(cells: Callable[[str], Out]) -> None:
@@ -346,3 +386,112 @@ def test_exercise_is_checked(cells: Callable[[str], Out]) -> None:
     assert cells("exercise").lines == [
         "No answer yet: set the variable answer, then run check_answer again."]  # fmt: skip
     assert cells("exercise-solution").lines == ["Correct: poem.txt has 20 words."]
+
+
+# -- 02-networks --------------------------------------------------------------------------
+
+NETWORKS = NOTEBOOKS_DIR / "02-networks.ipynb"
+PAGE = b"<h1>Hello from the web container!</h1>\n"
+
+
+@pytest.fixture
+def net_cells(runs: Callable[[Path], Run]) -> Callable[[str], Out]:
+    """``net_cells("check-ping")``: the one executed cell of 02-networks with that tag."""
+    return tagged(runs(NETWORKS).nb)
+
+
+def _interfaces(lines: list[str]) -> dict[str, list[str]]:
+    """``ip -br addr`` lines: each interface (``eth0@if3`` is eth0) and its IPv4 addresses."""
+    found = {}
+    for line in lines:
+        name, _, *addresses = line.split()
+        found[name.partition("@")[0]] = [a for a in addresses if re.fullmatch(r"[\d.]+/\d+", a)]
+    return found
+
+
+def _lab_address(out: Out, name: str) -> str:
+    """The one lab address of a ``%%container`` cell that prints hostname and ``ip -br addr``."""
+    assert f"[started the container {name} on network lab: " in out.stderr, out.stderr
+    assert out.lines[0] == name
+    interfaces = _interfaces(out.lines[1:])
+    assert interfaces.keys() == {"lo", "eth0"} and interfaces["lo"] == ["127.0.0.1/8"], out.lines
+    (address,) = interfaces["eth0"]
+    assert address.startswith("10.200.0.") and address.endswith("/24"), address
+    return address.partition("/")[0]
+
+
+def test_a_cell_alone_has_only_its_loopback(net_cells: Callable[[str], Out]) -> None:
+    alone = net_cells("check-alone")
+    assert _interfaces(alone.lines[:1]) == {"lo": ["127.0.0.1/8"]}
+    assert alone.lines[1:] == ["ping failed: nothing leads out of this container"]
+    assert "Network is unreachable" in alone.stderr
+    assert net_cells("check-network-none").stdout.startswith("network: none: ")
+
+
+def test_lab_addresses_and_names(net_cells: Callable[[str], Out]) -> None:
+    assert net_cells("check-lab").lines[0].startswith(
+        "the next cells join network lab (10.200.0.0/24)")  # fmt: skip
+    alice = _lab_address(net_cells("check-alice"), "alice")
+    bob = _lab_address(net_cells("check-bob"), "bob")
+    assert alice != bob
+
+    hosts = [line.split() for line in net_cells("check-hosts").lines]
+    assert hosts[0] == ["127.0.0.1", "localhost"]
+    assert hosts[2][:2] == [bob, "bob"], hosts
+    lab = hosts.index(["#", "network", "lab"])
+    assert [alice, "alice"] in [row[:2] for row in hosts[lab + 1 :]], hosts
+
+    ping = net_cells("check-ping")
+    assert ping.lines[0].startswith(f"PING alice ({alice})"), ping.lines
+    assert "3 packets transmitted, 3 received, 0% packet loss" in ping.stdout
+
+    members = net_cells("check-members").lines
+    assert members[0] == "network: lab (subnet 10.200.0.0/24, gateway 10.200.0.1)"
+    on_lab = dict(line.split() for line in members[members.index("On it now:") + 1 :])
+    assert on_lab["alice"] == alice and on_lab["bob"] == bob, on_lab
+    assert on_lab["web"].startswith("10.200.0."), on_lab
+
+
+def test_nc_carries_a_message(net_cells: Callable[[str], Out]) -> None:
+    listen = net_cells("check-listen")
+    assert listen.lines[0] == "alice listens on port 5000"
+    assert ["LISTEN", "0.0.0.0:5000"] in [[row[0], row[3]] for row in
+                                          (line.split() for line in listen.lines[2:])]  # fmt: skip
+    sent = net_cells("check-send")
+    assert (sent.stdout, sent.stderr) == ("", "")
+    assert net_cells("check-inbox").lines == ["Hi Alice, it's Bob."]
+
+
+def test_web_server_by_name_and_by_link(net_cells: Callable[[str], Out],
+                                        runs: Callable[[Path], Run]) -> None:  # fmt: skip
+    web = net_cells("check-web")
+    assert web.lines == ["web serves /srv/index.html on port 8000"]
+    assert "[started the container web on network lab" in web.stderr
+    url = re.fullmatch(r"web: port 8000 is published at (http://127\.0\.0\.1:\d+/)", web.plain)
+    assert url, web.plain
+    # The link the cell shows opened, from this process, while the notebook ran.
+    assert runs(NETWORKS).opened == {url.group(1): PAGE}
+
+    curl = net_cells("check-curl")
+    assert curl.lines[0] == "HTTP/1.0 200 OK"
+    assert f"Content-Length: {len(PAGE)}" in curl.lines
+    assert curl.lines[-1] == PAGE.decode().strip()
+
+
+def test_back_to_no_network(net_cells: Callable[[str], Out]) -> None:
+    said = net_cells("check-none-set").lines
+    assert said[0].startswith("the next cells have their own loopback (127.0.0.1) only")
+    assert [line.split()[:4] for line in said[1:]] == [
+        ["%%container", name, "stays", "on"] for name in ("alice", "bob", "web")]  # fmt: skip
+    none = net_cells("check-none")
+    assert _interfaces(none.lines[:1]) == {"lo": ["127.0.0.1/8"]}
+    assert none.lines[1:] == ["curl failed with exit status 6", "ping failed with exit status 2"]
+    assert "Could not resolve host: web" in none.stderr
+
+
+def test_networks_exercise_is_checked(net_cells: Callable[[str], Out]) -> None:
+    assert net_cells("exercise-setup").lines == ["vault is listening on port 7000"]
+    assert net_cells("exercise").lines == [
+        "No answer yet: set the variable answer, then run check_answer again."]  # fmt: skip
+    assert net_cells("exercise-solution").lines == ["Correct: the secret word is penguin."]
+    assert net_cells("check-rm").lines == ["removed alice, bob, web, vault"]
