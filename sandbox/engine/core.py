@@ -645,7 +645,7 @@ class Engine:
             raise Conflict(f"container {record.name} is not connected to network {net.name}")
         del record.networks[net.name]
         if running is not None:
-            self.networks.release(record.id, net.name)
+            self.networks.release(record.id, net.name, unplug=True)
             record.endpoints.pop(net.name, None)
         self.store.containers.save(record)
         self.events.network("disconnect", net, record)

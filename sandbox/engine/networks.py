@@ -263,9 +263,15 @@ class Networks:
         self._write_hosts_around(container.id)
         return endpoint
 
-    def release(self, cid: str, name: str | None = None) -> list[Endpoint]:
-        """Take a container off its networks (or off ``name``): addresses freed now,
-        veth pairs removed in the background, the others' /etc/hosts rewritten."""
+    def release(self, cid: str, name: str | None = None, *, unplug: bool = False) -> list[Endpoint]:
+        """Take a container off its networks (or off ``name``).
+
+        Its addresses are free at once and the others' /etc/hosts rewritten.
+        With ``unplug`` its veth pairs are removed (in the background): for a
+        container that goes on running. Without, they go with its namespace,
+        which the kernel tears down on its own time: deleting a veth makes the
+        caller wait for an RCU barrier, 10-30 ms of the daemon's event loop.
+        """
         released = []
         for live in list(self.live.values()):
             if name is not None and name not in (live.record.name, live.record.id):
@@ -274,10 +280,13 @@ class Networks:
             if endpoint is None:
                 continue
             released.append(endpoint)
-            live.unplugging += 1
-            task = asyncio.get_running_loop().create_task(self._unplug(live, endpoint))
-            self._unplugs.add(task)
-            task.add_done_callback(self._unplugs.discard)
+            if unplug:
+                live.unplugging += 1
+                task = asyncio.get_running_loop().create_task(self._unplug(live, endpoint))
+                self._unplugs.add(task)
+                task.add_done_callback(self._unplugs.discard)
+            else:
+                self._idle_later(live)
             for other in live.endpoints.values():
                 self._write_hosts(other)
         if released and name is not None:
@@ -291,6 +300,10 @@ class Networks:
             log.warning("could not remove %s: %s", endpoint.plug.host_ifname, exc)
         finally:
             live.unplugging -= 1
+        self._idle_later(live)
+
+    def _idle_later(self, live: LiveNetwork) -> None:
+        """Bring the bridge down after `IDLE_SECONDS` if nobody is on it by then."""
         if live.idle is None and not (live.endpoints or live.unplugging or live.reserved):
             loop = asyncio.get_running_loop()
             live.idle = loop.call_later(IDLE_SECONDS, self._shut_if_idle, live.record.id)
