@@ -5,8 +5,8 @@ they reach each other by name, and nothing else (see sandbox/engine/networks.py)
 
 EXAMPLE:
     sandbox network create web --subnet 10.201.0.0/24
-    sandbox run -d --name server --network web base nc -lk -p 8000 -e cat
-    sandbox run --rm --network web base sh -c 'echo hi | nc -q1 server 8000'
+    sandbox run -d --name server --network web base sh -c 'echo hi | nc -l -N 8000'
+    sandbox run --rm --network web base nc -d server 8000   # hi
     sandbox network connect --alias cache lab server   # eth1 on lab, at once
     sandbox rm -f server && sandbox network rm web
 """
@@ -91,7 +91,11 @@ def inspect_command(networks: tuple[str, ...]) -> None:
 @network_group.command("rm")
 @click.argument("networks", nargs=-1, required=True)
 def rm_command(networks: tuple[str, ...]) -> None:
-    """Remove networks no running container is on (`lab` and `none` stay)."""
+    """Remove networks (none that a running container is on).
+
+    `lab` and `none` always exist; a network is removed only by the user who
+    made it, or root.
+    """
     with connect() as client:
         for ref in networks:
             client.remove_network(ref)
@@ -106,7 +110,11 @@ def rm_command(networks: tuple[str, ...]) -> None:
 @click.argument("network")
 @click.argument("container")
 def connect_command(network: str, container: str, aliases: tuple[str, ...], address: str) -> None:
-    """Put CONTAINER on NETWORK too (a running one gets its next interface, eth1...)."""
+    """Connect CONTAINER to NETWORK too.
+
+    A running container gets its next interface (eth1, ...) now; a stopped
+    one joins when it starts.
+    """
     with connect() as client:
         client.connect_network(network, container, aliases=list(aliases), address=address)
 
@@ -123,7 +131,10 @@ def disconnect_command(network: str, container: str) -> None:
 @network_group.command("prune")
 @click.option("-f", "--force", is_flag=True, help="Do not ask for confirmation.")
 def prune_command(force: bool) -> None:
-    """Remove your networks that no container (running or stopped) is on."""
+    """Remove your networks no container is on.
+
+    A stopped container keeps the networks it would join at its next start.
+    """
     if not force:
         click.confirm(
             "This removes every network of yours that no container is on. Continue?",

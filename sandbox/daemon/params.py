@@ -8,6 +8,7 @@ sends ``force=False``), and an empty body means an empty object.
 from __future__ import annotations
 
 import json
+import re
 import signal
 from typing import Any, TypeVar
 
@@ -142,3 +143,17 @@ def filters(request: web.Request) -> dict[str, list[str]]:
             raise InvalidArgument(f"invalid filter {key!r}: expected a list of strings")
         result[key] = values
     return result
+
+
+def name_matches(pattern: str, text: str) -> bool:
+    """Docker's name filter: a regular expression, so a plain word is a substring.
+
+    Raises:
+        InvalidArgument: ``pattern`` is not a regular expression.
+    """
+    try:
+        return re.search(pattern, text) is not None
+    except re.error as exc:
+        raise InvalidArgument(
+            f"invalid filter {pattern!r}: not a regular expression ({exc})"
+        ) from None

@@ -620,6 +620,7 @@ class Engine:
         if running is not None:
             if running.netns_fd is None:  # cloned with an empty namespace of its own
                 running.netns_fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                netns.set_sysctls(running.netns_fd, links.SYSCTLS)
             path = self.store.containers.path(record.id)
             try:
                 endpoint = await self.networks.connect(record, running.netns_fd, net.name,

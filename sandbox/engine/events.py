@@ -134,8 +134,8 @@ class EventBus:
         attributes = {"name": network.name, "type": network.driver}
         if container is not None:
             attributes["container"] = container.id
-        return self.emit("network", action, network.id, attributes,
-                         owner=container.owner if container is not None else 0)  # fmt: skip
+        owner = container.owner if container is not None else getattr(network, "owner", 0)
+        return self.emit("network", action, network.id, attributes, owner=owner)
 
 
 __all__ = ["HISTORY", "QUEUE_SIZE", "Event", "EventBus", "Owned", "Subscription"]

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandbox.errors import Conflict, InvalidArgument, NetworkNotFound, PermissionDenied
+from sandbox.errors import Conflict, InvalidArgument, PermissionDenied
 from sandbox.runtime import links
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.networks import LAB, NONE, NetworkRecord, NetworkStore
@@ -134,8 +134,11 @@ class Networks:
     # -- configuration ------------------------------------------------------------
 
     def find(self, ref: str) -> NetworkRecord:
-        """A network by name, ID or unique ID prefix (raises NetworkNotFound)."""
-        return self.records.find(ref)
+        """A network by name, ID or unique ID prefix (raises NetworkNotFound).
+
+        ``bridge``, Docker's default network, is `lab`.
+        """
+        return self.records.find(LAB if ref == "bridge" else ref)
 
     def list(self) -> list[NetworkRecord]:
         return self.records.list()
@@ -237,11 +240,24 @@ class Networks:
             NetworkNotFound: the network was removed since the container was made.
             Conflict: no free address, or the fixed one is taken.
         """
+        live = await self._up(self.records.find(name))
+        record = live.record
         try:
-            record = self.records.find(name)
-        except NetworkNotFound:
-            raise NetworkNotFound(name) from None
-        live = await self._up(record)
+            plug = await self._plug(live, container, ns_fd, name)
+        except BaseException:
+            self._idle_later(live)  # a bridge brought up for nothing goes down again
+            raise
+        aliases = list(container.networks.get(name, {}).get("Aliases") or [])
+        endpoint = Endpoint(container.id, container.name, container.hostname, aliases,
+                            record, plug, hosts_path)  # fmt: skip
+        live.endpoints[container.id] = endpoint
+        self._write_hosts_around(container.id)
+        return endpoint
+
+    async def _plug(self, live: LiveNetwork, container: ContainerRecord, ns_fd: int,
+                    name: str) -> links.Plug:  # fmt: skip
+        """A veth pair for the container on ``live``, at its next free (or its fixed) address."""
+        record = live.record
         if container.id in live.endpoints:
             raise Conflict(f"container {container.name} is already on network {record.name}")
         settings = container.networks.get(name, {})
@@ -249,19 +265,13 @@ class Networks:
         ifname = _next_ifname(self._endpoints_of(container.id))
         live.reserved.add(address)  # others starting meanwhile get other addresses
         try:
-            plug = await links.plug(
+            return await links.plug(
                 live.bridge, ns_fd, host_ifname="veth" + os.urandom(5).hex(), ifname=ifname,
                 address=address, prefixlen=record.prefixlen, gateway=record.gateway,
                 default_route=ifname == "eth0",
             )  # fmt: skip
         finally:
             live.reserved.discard(address)
-        aliases = list(settings.get("Aliases") or [])
-        endpoint = Endpoint(container.id, container.name, container.hostname, aliases,
-                            record, plug, hosts_path)  # fmt: skip
-        live.endpoints[container.id] = endpoint
-        self._write_hosts_around(container.id)
-        return endpoint
 
     def release(self, cid: str, name: str | None = None, *, unplug: bool = False) -> list[Endpoint]:
         """Take a container off its networks (or off ``name``).
@@ -338,9 +348,9 @@ class Networks:
         """One container's /etc/hosts: localhost, itself, then its networks' others."""
         mine = self._endpoints_of(endpoint.cid)
         lines = [LOCALHOST]
-        if mine:
-            own = [endpoint.hostname, *(n for n in endpoint.names() if n != endpoint.hostname)]
-            lines.append(f"{mine[0].plug.address}\t{' '.join(own)}\n")
+        if mine:  # its hostname, then every name it has on any of its networks
+            own = [endpoint.hostname, *(n for e in mine for n in e.names())]
+            lines.append(f"{mine[0].plug.address}\t{' '.join(dict.fromkeys(own))}\n")
         for mine_on in mine:
             lines.append(f"# network {mine_on.network.name}\n")
             for other in self.live[mine_on.network.id].endpoints.values():

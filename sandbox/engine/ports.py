@@ -14,7 +14,6 @@ every network the machine is on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import socket
@@ -158,10 +157,17 @@ async def _relay(ns_fd: int, port: int, reader: asyncio.StreamReader,
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy until end-of-file, then half-close, as TCP lets each side do."""
-    with contextlib.suppress(ConnectionError, OSError):
+    """Copy until end-of-file, then half-close, as TCP lets each side do.
+
+    A reset on the reading side closes the writing side: its peer would
+    otherwise wait for ever (a server that exits with connections still
+    queued on its listening socket resets them).
+    """
+    try:
         while data := await reader.read(CHUNK):
             writer.write(data)
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()

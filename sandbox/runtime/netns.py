@@ -63,14 +63,25 @@ def create(sysctls: dict[str, str] | None = None) -> int:
         try:
             fd = current()
             network.loopback_up()
-            for name, value in (sysctls or {}).items():
-                with open(f"/proc/sys/net/{name}", "w") as f:
-                    f.write(value)
+            _write_sysctls(sysctls or {})
         finally:
             sc.setns(home, sc.CLONE_NEWNET)
     finally:
         os.close(home)
     return fd
+
+
+def set_sysctls(ns_fd: int, sysctls: dict[str, str]) -> None:
+    """Apply ``net.*`` settings (see `create`) to the namespace ``ns_fd``."""
+    with entered(ns_fd):
+        _write_sysctls(sysctls)
+
+
+def _write_sysctls(sysctls: dict[str, str]) -> None:
+    # /proc/sys/net shows the namespace of the thread that opens the file.
+    for name, value in sysctls.items():
+        with open(f"/proc/sys/net/{name}", "w") as f:
+            f.write(value)
 
 
 def socket_in(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.socket:

@@ -116,7 +116,7 @@ def test_the_first_command_starts_a_daemon_and_says_so_once(fresh_root: Path) ->
     log = fresh_root / "sandboxd.log"
     assert first.stderr.decode() == f"sandbox: started the sandbox daemon for you (log: {log})\n"
     assert first.stdout.decode().split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED",
-                                             "STATUS", "NAMES"]  # fmt: skip
+                                             "STATUS", "PORTS", "NAMES"]  # fmt: skip
     pid = daemon_pid(fresh_root)
     assert (fresh_root / "sandboxd.sock").is_socket()  # the store's own socket
     assert "listening on unix://" in log.read_text()

@@ -158,3 +158,54 @@ def test_version_shows_the_negotiated_api(docker: Docker) -> None:
     result = docker("version")
     assert result.returncode == 0, result.stderr
     assert "1.44" in result.stdout
+
+
+def test_network_create_ls_inspect_rm(docker: Docker) -> None:
+    created = docker("network", "create", "--subnet", "10.203.1.0/24", "--label", "k=v",
+                     "cli-net")  # fmt: skip
+    try:
+        assert created.returncode == 0, created.stderr
+        nid = created.stdout.strip()
+        assert len(nid) == 64
+        listed = docker("network", "ls").stdout.splitlines()
+        assert listed[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+        assert [nid[:12], "cli-net", "bridge", "local"] in [line.split() for line in listed]
+        assert docker("network", "ls", "-q", "--filter", "label=k=v").stdout == nid[:12] + "\n"
+        inspected = json.loads(docker("network", "inspect", "cli-net").stdout)
+        assert inspected[0]["Id"] == nid and inspected[0]["Labels"] == {"k": "v"}
+        subnet = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+                        "cli-net")  # fmt: skip
+        assert subnet.stdout == "10.203.1.0/24\n"
+        again = docker("network", "create", "cli-net")
+        assert again.returncode == 1 and "network with name cli-net already exists" in again.stderr
+        builtin = docker("network", "rm", "lab")
+        assert builtin.returncode == 1
+        assert "lab is a pre-defined network and cannot be removed" in builtin.stderr
+    finally:
+        removed = docker("network", "rm", "cli-net")
+    assert removed.returncode == 0 and removed.stdout == "cli-net\n", removed.stderr
+    assert "cli-net" not in docker("network", "ls").stdout
+
+
+def test_run_with_network_and_alias(docker: Docker) -> None:
+    assert docker("network", "create", "cli-talk").returncode == 0
+    try:
+        started = docker("run", "-d", "--name", "cli-server", "--network", "cli-talk",
+                         "--network-alias", "srv", "base", "sleep", "600")  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        pinged = docker("run", "--rm", "--network", "cli-talk", "base", "ping", "-c1", "-W5", "srv")
+        assert pinged.returncode == 0, pinged.stdout + pinged.stderr
+        networks = json.loads(docker("inspect", "cli-server").stdout)[0]["NetworkSettings"]
+        assert networks["Networks"]["cli-talk"]["Aliases"] == ["srv"]
+        joined = docker("network", "connect", "--alias", "extra", "lab", "cli-server")
+        assert joined.returncode == 0, joined.stderr
+        assert "eth1" in docker("exec", "cli-server", "ip", "-br", "addr").stdout
+        left = docker("network", "disconnect", "lab", "cli-server")
+        assert left.returncode == 0, left.stderr
+        assert "eth1" not in docker("exec", "cli-server", "ip", "-br", "addr").stdout
+        busy = docker("network", "rm", "cli-talk")
+        assert busy.returncode == 1 and "has active endpoints (cli-server)" in busy.stderr
+    finally:
+        docker("rm", "-f", "cli-server")
+        removed = docker("network", "rm", "cli-talk")
+    assert removed.returncode == 0, removed.stderr

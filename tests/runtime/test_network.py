@@ -318,3 +318,28 @@ def test_stats_count_the_traffic_of_a_container_on_a_network(cli, names) -> None
             break
         assert time.monotonic() < deadline, f"the traffic was not counted: {out}"
         time.sleep(0.1)
+
+
+def test_connect_and_disconnect_a_running_container(cli, names) -> None:  # type: ignore[no-untyped-def]
+    name, peer = names("late"), names("peer")
+    for who in (name, peer):
+        code, _, err = run(cli, "run", "-d", "--name", who, "base", "sleep", "300")
+        assert code == 0, err
+    code, _, err = run(cli, "network", "connect", "--alias", "cache", "lab", name)
+    assert code == 0, err
+    code, _, err = run(cli, "network", "connect", "lab", peer)
+    assert code == 0, err
+    code, out, err = run(cli, "exec", name, "bash", "-c", "ip -br addr show eth0; cat /etc/hosts")
+    assert code == 0, err
+    mine = address(cli, name)
+    assert "eth0" in out and f"{mine}/24" in out
+    assert "fe80" not in out  # IPv4 only, as for a container started on a network
+    assert f"{mine}\t" in out and "cache" in out.split(f"{mine}\t")[1].splitlines()[0]
+    code, out, _ = run(cli, "exec", peer, "ping", "-c1", "-W2", "cache")
+    assert code == 0 and mine in out
+    code, _, err = run(cli, "network", "disconnect", "lab", name)
+    assert code == 0, err
+    code, out, _ = run(cli, "exec", name, "ls", "/sys/class/net")
+    assert out.split() == ["lo"]
+    code, out, _ = run(cli, "exec", peer, "cat", "/etc/hosts")
+    assert name not in out

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 import signal
 from typing import Any
 
@@ -99,7 +98,7 @@ def _matches(record: ContainerRecord, filters: dict[str, list[str]]) -> bool:
     for key, values in filters.items():
         if key == "id" and not any(record.id.startswith(v) for v in values):
             return False
-        if key == "name" and not any(re.search(v, record.name) for v in values):
+        if key == "name" and not any(params.name_matches(v, record.name) for v in values):
             return False
         if key == "status" and record.state not in values:
             return False

@@ -20,7 +20,6 @@ Who may do what (see access.py):
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from aiohttp import web
@@ -58,23 +57,13 @@ def _label_matches(wanted: str, labels: dict[str, str]) -> bool:
     return key in labels and (not eq or labels[key] == value)
 
 
-def _search(pattern: str, text: str) -> bool:
-    """Docker matches names as regular expressions (so a plain word is a substring)."""
-    try:
-        return re.search(pattern, text) is not None
-    except re.error as exc:
-        raise InvalidArgument(
-            f"invalid filter {pattern!r}: not a regular expression ({exc})"
-        ) from None
-
-
 def _matches(network: NetworkRecord, filters: dict[str, list[str]]) -> bool:
     for key, values in filters.items():
         if key not in LIST_FILTERS:
             raise InvalidArgument(f"invalid filter {key!r}: use {', '.join(LIST_FILTERS)}")
         if not values:
             continue
-        if key == "name" and not any(_search(v, network.name) for v in values):
+        if key == "name" and not any(params.name_matches(v, network.name) for v in values):
             return False
         if key == "id" and not any(network.id.startswith(v) for v in values):
             return False
@@ -188,14 +177,15 @@ async def create(request: web.Request) -> web.StreamResponse:
         ("EnableIPv6", "networks are IPv4 only"),
         ("Ingress", "there is no swarm"),
         ("ConfigOnly", "every network is a real one"),
-        ("ConfigFrom", "give the subnet itself"),
         ("Options", "bridge driver options cannot be set; leave them out"),
     ):
         _refuse_set(body, key, what)
+    _refuse_set(field(body, "ConfigFrom", dict, {}), "Network", "give the subnet itself",
+                "ConfigFrom.")  # fmt: skip
     scope = field(body, "Scope", str, "")
     if scope not in ("", "local"):
         raise InvalidArgument(f'network scope "{scope}" is not supported: networks are local')
-    field(body, "Internal", bool, True)
+    field(body, "Internal", bool, True)  # checked, and true either way
     subnet = _subnet(field(body, "IPAM", dict, {}))
     engine = supervisor(request).engine
     network = engine.networks.create(name, subnet, _labels(body), owner=access.caller(request))
