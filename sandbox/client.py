@@ -524,7 +524,9 @@ class AsyncClient:
     # -- system ----------------------------------------------------------------------
 
     async def ping(self) -> bool:
-        await self.call("GET", "/_ping")
+        """``GET /_ping`` (its body is ``OK``, not JSON); raises if the daemon refuses."""
+        resp = await self.request("GET", "/_ping")
+        resp.release()
         return True
 
     async def version(self) -> dict[str, Any]:

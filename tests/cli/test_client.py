@@ -383,3 +383,16 @@ def test_run_rm_still_says_why_a_container_was_killed(cli: Cli, names: Names) ->
     assert result.returncode == 137
     assert result.stderr.decode().splitlines()[-1].startswith("sandbox: out of memory")
     assert cli("inspect", name).returncode == 125  # removed: the message came with the exit
+
+
+def test_the_async_client_pings_and_reads_the_version(root: Path) -> None:
+    import asyncio
+
+    from sandbox.client import AsyncClient
+
+    async def ask() -> tuple[bool, str]:
+        async with AsyncClient() as client:
+            return await client.ping(), (await client.version())["ApiVersion"]
+
+    pinged, api = asyncio.run(ask())
+    assert pinged is True and api.count(".") == 1
