@@ -34,7 +34,7 @@ from sandbox.errors import (
     RuntimeFailure,
     SandboxError,
 )
-from sandbox.runtime import cgroups, links, netns
+from sandbox.runtime import cgroups
 from sandbox.runtime.cgroups import Limits
 from sandbox.runtime.spawn import Spawned, spawn, spawn_async
 from sandbox.runtime.spec import DEFAULT_PATH, ProcessSpec, RootfsSpec
@@ -316,7 +316,7 @@ class Engine:
         record, ns_fd, published = launch.record, None, []
         try:
             if record.networks or record.ports:
-                ns_fd = netns.create(links.SYSCTLS)
+                ns_fd = await self.networks.new_namespace()
                 await self._plug_in(record, ns_fd, launch.path)
                 published = await ports.publish(ns_fd, record.ports)
                 record.published = ports.settings(published)
@@ -620,7 +620,7 @@ class Engine:
         if running is not None:
             if running.netns_fd is None:  # cloned with an empty namespace of its own
                 running.netns_fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                netns.set_sysctls(running.netns_fd, links.SYSCTLS)
+                await self.networks.adopt_namespace(running.netns_fd)
             path = self.store.containers.path(record.id)
             try:
                 endpoint = await self.networks.connect(record, running.netns_fd, net.name,

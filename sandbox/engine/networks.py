@@ -16,19 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sandbox.errors import Conflict, InvalidArgument, PermissionDenied
-from sandbox.runtime import links
+from sandbox.runtime import links, netns
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.networks import LAB, NONE, NetworkRecord, NetworkStore
 
 log = logging.getLogger("sandboxd")
+T = TypeVar("T")
 
 # A bridge nobody is on goes down after this long (the next container on it
 # brings it up again, in about 5 ms): a store with many networks costs nothing
@@ -130,6 +134,24 @@ class Networks:
         self.live: dict[str, LiveNetwork] = {}
         self._bringing_up: dict[str, asyncio.Lock] = {}
         self._unplugs: set[asyncio.Task[None]] = set()
+        # Netlink requests block in the kernel (see sandbox.runtime.links):
+        # one thread of their own, so the event loop never waits on them.
+        self._netlink: ThreadPoolExecutor | None = None
+
+    async def _on_netlink(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking namespace or netlink call on the netlink thread."""
+        if self._netlink is None:
+            self._netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._netlink, functools.partial(call, *args, **kwargs))
+
+    async def new_namespace(self) -> int:
+        """A network namespace for a container, loopback up (its fd: close it when done)."""
+        return await self._on_netlink(netns.create, links.SYSCTLS)
+
+    async def adopt_namespace(self, ns_fd: int) -> None:
+        """Give a namespace the engine did not make (a running container's) its settings."""
+        await self._on_netlink(netns.set_sysctls, ns_fd, links.SYSCTLS)
 
     # -- configuration ------------------------------------------------------------
 
@@ -224,7 +246,8 @@ class Networks:
                 live.idle.cancel()
                 live.idle = None
             if live is None:
-                bridge = await links.make_bridge(record.gateway, record.prefixlen)
+                bridge = await self._on_netlink(links.make_bridge, record.gateway,
+                                                record.prefixlen)  # fmt: skip
                 live = self.live[record.id] = LiveNetwork(record, bridge)
                 log.info("network %s is up (%s)", record.name, record.subnet)
             return live
@@ -265,8 +288,9 @@ class Networks:
         ifname = _next_ifname(self._endpoints_of(container.id))
         live.reserved.add(address)  # others starting meanwhile get other addresses
         try:
-            return await links.plug(
-                live.bridge, ns_fd, host_ifname="veth" + os.urandom(5).hex(), ifname=ifname,
+            return await self._on_netlink(
+                links.plug, live.bridge, ns_fd, ifname=ifname,
+                host_ifname="veth" + os.urandom(5).hex(),
                 address=address, prefixlen=record.prefixlen, gateway=record.gateway,
                 default_route=ifname == "eth0",
             )  # fmt: skip
@@ -305,7 +329,7 @@ class Networks:
 
     async def _unplug(self, live: LiveNetwork, endpoint: Endpoint) -> None:
         try:
-            await links.unplug(live.bridge, endpoint.plug.host_ifname)
+            await self._on_netlink(links.unplug, live.bridge, endpoint.plug.host_ifname)
         except Exception as exc:  # its namespace is going anyway; say it, go on
             log.warning("could not remove %s: %s", endpoint.plug.host_ifname, exc)
         finally:
@@ -363,7 +387,8 @@ class Networks:
         if live is not None:
             if live.idle is not None:
                 live.idle.cancel()
-            live.bridge.close()
+            assert self._netlink is not None  # it made the bridge
+            self._netlink.submit(live.bridge.close)  # its handle belongs to that thread
 
     async def close(self) -> None:
         """Bring every bridge down (the engine is ending)."""
@@ -371,6 +396,9 @@ class Networks:
             await asyncio.gather(*self._unplugs, return_exceptions=True)
         for nid in list(self.live):
             self._shut(nid)
+        if self._netlink is not None:
+            self._netlink.shutdown(wait=True)
+            self._netlink = None
 
 
 def _endpoint_config(record: NetworkRecord, settings: dict[str, Any],

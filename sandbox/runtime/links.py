@@ -7,6 +7,11 @@ container's namespace as ``eth0`` (``eth1`` for a second network), with the
 container's address and a default route to the gateway. Nothing here ever
 runs in, or adds anything to, the host's own network namespace: every
 netlink socket is made inside the namespace it configures (`netns.socket_in`).
+
+These calls block: the kernel does a request's work inside the sending
+system call (deleting a veth waits for an RCU barrier, 10-40 ms), so the
+engine runs them on a thread of their own (see `sandbox.engine.networks`),
+never on its event loop. A `Bridge`'s handle belongs to that thread.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pyroute2 import AsyncIPRoute
+from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sandbox.runtime import netns
@@ -31,12 +36,10 @@ SYSCTLS = {
 }
 
 
-async def rtnl(ns_fd: int) -> AsyncIPRoute:
+def rtnl(ns_fd: int) -> IPRoute:
     """An rtnetlink handle on the namespace ``ns_fd`` (close it when done)."""
     sock = netns.socket_in(ns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    handle = AsyncIPRoute(fileno=sock.detach())
-    await handle.setup_endpoint()
-    return handle
+    return IPRoute(fileno=sock.detach())
 
 
 def mac_for(address: str) -> str:
@@ -50,7 +53,7 @@ class Bridge:
     """A network's live namespace and its bridge (see `make_bridge`)."""
 
     ns_fd: int
-    handle: AsyncIPRoute
+    handle: IPRoute
     index: int
 
     def close(self) -> None:
@@ -59,16 +62,16 @@ class Bridge:
         os.close(self.ns_fd)
 
 
-async def make_bridge(gateway: str, prefixlen: int) -> Bridge:
+def make_bridge(gateway: str, prefixlen: int) -> Bridge:
     """A new namespace with a bridge holding ``gateway/prefixlen``, up."""
     ns_fd = netns.create(SYSCTLS)
     try:
-        handle = await rtnl(ns_fd)
+        handle = rtnl(ns_fd)
         try:
-            await handle.link("add", ifname=BRIDGE, kind="bridge")
-            (index,) = await handle.link_lookup(ifname=BRIDGE)
-            await handle.addr("add", index=index, address=gateway, prefixlen=prefixlen)
-            await handle.link("set", index=index, state="up")
+            handle.link("add", ifname=BRIDGE, kind="bridge")
+            (index,) = handle.link_lookup(ifname=BRIDGE)
+            handle.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+            handle.link("set", index=index, state="up")
         except BaseException:
             handle.close()
             raise
@@ -90,7 +93,7 @@ class Plug:
     mac: str
 
 
-async def plug(bridge: Bridge, ns_fd: int, *, host_ifname: str, ifname: str, address: str,
+def plug(bridge: Bridge, ns_fd: int, *, host_ifname: str, ifname: str, address: str,
                prefixlen: int, gateway: str, default_route: bool) -> Plug:  # fmt: skip
     """Connect the namespace ``ns_fd`` to ``bridge`` with a new veth pair.
 
@@ -104,30 +107,30 @@ async def plug(bridge: Bridge, ns_fd: int, *, host_ifname: str, ifname: str, add
         NetlinkError: the kernel refused (the bridge end is removed again).
     """
     mac = mac_for(address)
-    await bridge.handle.link(
+    bridge.handle.link(
         "add", ifname=host_ifname, kind="veth", master=bridge.index, state="up",
         peer={"ifname": ifname, "net_ns_fd": ns_fd, "address": mac},
     )  # fmt: skip
     try:
-        inside = await rtnl(ns_fd)
+        inside = rtnl(ns_fd)
         try:
-            (index,) = await inside.link_lookup(ifname=ifname)
-            await inside.addr("add", index=index, address=address, prefixlen=prefixlen)
-            await inside.link("set", index=index, state="up")
+            (index,) = inside.link_lookup(ifname=ifname)
+            inside.addr("add", index=index, address=address, prefixlen=prefixlen)
+            inside.link("set", index=index, state="up")
             if default_route:
-                await inside.route("add", dst="default", gateway=gateway)
+                inside.route("add", dst="default", gateway=gateway)
         finally:
             inside.close()
     except BaseException:
-        await unplug(bridge, host_ifname)
+        unplug(bridge, host_ifname)
         raise
     return Plug(host_ifname, ifname, address, prefixlen, gateway, mac)
 
 
-async def unplug(bridge: Bridge, host_ifname: str) -> None:
+def unplug(bridge: Bridge, host_ifname: str) -> None:
     """Remove a veth pair by its bridge end (both ends go); gone already is fine."""
     try:
-        await bridge.handle.link("del", ifname=host_ifname)
+        bridge.handle.link("del", ifname=host_ifname)
     except NetlinkError as exc:
         if exc.code not in (19,):  # ENODEV: the container's namespace took it already
             raise
