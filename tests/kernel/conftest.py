@@ -6,8 +6,10 @@ its containers live in the session's store and its daemon is the session's.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,3 +135,38 @@ def kernel(session_root: Path) -> Iterator[Driver]:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+def ok(kernel: Driver, code: str, *, timeout: float = 60) -> Cell:
+    """Run ``code``, which must succeed with no error message; the cell."""
+    cell = kernel.run(code, timeout=timeout)
+    assert cell.status == "ok", (code, cell.reply, cell.messages)
+    assert not cell.errors, (code, cell.errors)
+    return cell
+
+
+def magic_error(kernel: Driver, code: str) -> str:
+    """Run ``code``, which must fail with one MagicError; its message."""
+    cell = kernel.run(code)
+    assert cell.status == "error", (code, cell.messages)
+    assert cell.reply["ename"] == "MagicError", cell.reply
+    assert [e["ename"] for e in cell.errors] == ["MagicError"]
+    return str(cell.reply["evalue"])
+
+
+def unique(prefix: str) -> str:
+    """A container or network name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def own_kernel() -> Iterator[Driver]:
+    """A kernel of the test's own (SANDBOX_ROOT is the session's), shut down at the end."""
+    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
+    try:
+        yield Driver(km, kc)
+    finally:
+        kc.stop_channels()
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)
+        km.cleanup_resources()

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import Cell, Driver
+from .conftest import Cell, Driver, ok
 
 CUT_BYTES = 256 << 10  # what the notebook shows of a cell's output at most
 
@@ -25,13 +25,6 @@ def sandbox_cmd(*args: str, root: Path, timeout: float = 60) -> subprocess.Compl
     exe = Path(sys.executable).with_name("sandbox")
     return subprocess.run([str(exe), *args], env=env, capture_output=True, timeout=timeout,
                           check=False)  # fmt: skip
-
-
-def ok(kernel: Driver, code: str, *, timeout: float = 60) -> Cell:
-    cell = kernel.run(code, timeout=timeout)
-    assert cell.status == "ok", (code, cell.reply, cell.messages)
-    assert not cell.errors, (code, cell.errors)
-    return cell
 
 
 def failed(kernel: Driver, code: str, *, timeout: float = 60) -> Cell:

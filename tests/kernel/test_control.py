@@ -12,14 +12,12 @@ import queue
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import docker
 import pytest
-from jupyter_client.manager import start_new_kernel
 
-from .conftest import KERNEL_NAME, Cell, Driver
+from .conftest import Cell, Driver, own_kernel
 
 SESSION_LABEL = "sandbox.kernel.session"
 HANG_GUARD = 60.0  # seconds something may take to happen (a hang guard, not a timing)
@@ -85,19 +83,6 @@ def eventually(check: Any, what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
-
-
-@contextlib.contextmanager
-def own_kernel() -> Iterator[Driver]:
-    """A kernel of the test's own (SANDBOX_ROOT is the session's), shut down at the end."""
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
-    try:
-        yield Driver(km, kc)
-    finally:
-        kc.stop_channels()
-        if km.has_kernel:
-            km.shutdown_kernel(now=False)
-        km.cleanup_resources()
 
 
 # -- interrupt ----------------------------------------------------------------------------

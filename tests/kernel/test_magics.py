@@ -16,7 +16,7 @@ from typing import Any
 import docker
 import pytest
 
-from .conftest import Cell, Driver
+from .conftest import Cell, Driver, magic_error, ok, unique
 
 HANG_GUARD = 60.0
 MAGIC_USAGES = ("%help", "%image", "%limits", "%layers", "%diff", "%autodiff", "%stats",
@@ -26,25 +26,6 @@ PNG_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5E"
     "rkJggg=="
 )
-
-
-def ok(kernel: Driver, code: str) -> Cell:
-    cell = kernel.run(code)
-    assert cell.status == "ok", (code, cell.stdout, cell.stderr, cell.errors)
-    return cell
-
-
-def magic_error(kernel: Driver, code: str) -> str:
-    """Run ``code``, which must fail with a MagicError; its message."""
-    cell = kernel.run(code)
-    assert cell.status == "error", (code, cell.messages)
-    assert cell.reply["ename"] == "MagicError", cell.reply
-    assert [e["ename"] for e in cell.errors] == ["MagicError"]
-    return str(cell.reply["evalue"])
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 # -- %help ------------------------------------------------------------------------------

@@ -10,19 +10,15 @@ sets the network it needs.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import re
 import socket
 import time
-import uuid
-from collections.abc import Iterator
 
 import docker
 import pytest
-from jupyter_client.manager import start_new_kernel
 
-from .conftest import KERNEL_NAME, Cell, Driver
+from .conftest import Cell, Driver, magic_error, ok, own_kernel, unique
 
 HANG_GUARD = 60.0  # seconds a server may take to answer (a hang guard, not a timing)
 SESSION_LABEL = "sandbox.kernel.session"
@@ -35,25 +31,6 @@ SERVE_HELLO = (
     "| nc -l -p 8000 -N; done >/dev/null 2>&1 &"
 )
 CURL_WEB = "curl -s --retry 20 --retry-connrefused --retry-delay 0 http://{name}:8000/"
-
-
-def ok(kernel: Driver, code: str) -> Cell:
-    cell = kernel.run(code)
-    assert cell.status == "ok", (code, cell.stdout, cell.stderr, cell.errors)
-    return cell
-
-
-def magic_error(kernel: Driver, code: str) -> str:
-    """Run ``code``, which must fail with one MagicError; its message."""
-    cell = kernel.run(code)
-    assert cell.status == "error", (code, cell.messages)
-    assert cell.reply["ename"] == "MagicError", cell.reply
-    assert [e["ename"] for e in cell.errors] == ["MagicError"]
-    return str(cell.reply["evalue"])
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def free_port() -> int:
@@ -93,19 +70,6 @@ def addresses(cell: Cell) -> dict[str, str]:
         v4 = [w for w in words[2:] if re.fullmatch(r"\d+\.\d+\.\d+\.\d+/\d+", w)]
         found[words[0].partition("@")[0]] = v4[0] if v4 else ""
     return found
-
-
-@contextlib.contextmanager
-def own_kernel() -> Iterator[Driver]:
-    """A kernel of the test's own (SANDBOX_ROOT is the session's), shut down at the end."""
-    km, kc = start_new_kernel(kernel_name=KERNEL_NAME, startup_timeout=60)
-    try:
-        yield Driver(km, kc)
-    finally:
-        kc.stop_channels()
-        if km.has_kernel:
-            km.shutdown_kernel(now=False)
-        km.cleanup_resources()
 
 
 # -- %network ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from .conftest import Cell, Driver
+from .conftest import Cell, Driver, ok
 
 LAYERS = "application/vnd.jupyter-sandbox.layers+json"
 DIFF = "application/vnd.jupyter-sandbox.diff+json"
@@ -25,13 +25,6 @@ PANEL = "jupyter_sandbox.panel"
 MiB = 1 << 20
 # Allocates 40 MiB for a moment (tail keeps the last 40 MiB it read), then idles a second.
 BUSY_CELL = "head -c 50m /dev/zero | tail -c 40m > /dev/null; sleep 1"
-
-
-def ok(kernel: Driver, code: str, *, timeout: float = 60) -> Cell:
-    cell = kernel.run(code, timeout=timeout)
-    assert cell.status == "ok", (code, cell.reply, cell.messages)
-    assert not cell.errors, (code, cell.errors)
-    return cell
 
 
 def number(cell: Cell) -> int:

@@ -343,3 +343,29 @@ def test_connect_and_disconnect_a_running_container(cli, names) -> None:  # type
     assert out.split() == ["lo"]
     code, out, _ = run(cli, "exec", peer, "cat", "/etc/hosts")
     assert name not in out
+
+
+def _host_network() -> dict[str, str]:
+    """The host namespace's links, addresses and routes, as the kernel lists them."""
+    files = ("/proc/net/dev", "/proc/net/route", "/proc/net/fib_trie", "/proc/net/if_inet6",
+             "/proc/net/ipv6_route")  # fmt: skip
+    found = {}
+    for path in files:
+        with open(path) as f:  # dev: drop the counters, which change with any traffic
+            text = f.read()
+        if path.endswith("/dev"):
+            text = "\n".join(line.partition(":")[0] for line in text.splitlines())
+        found[path] = text
+    return found
+
+
+def test_nothing_is_added_to_the_host_network_namespace(cli, names, network) -> None:  # type: ignore[no-untyped-def]
+    before = _host_network()
+    net = network()
+    server = names("hostcheck")
+    code, _, err = run(cli, "run", "-d", "--name", server, "--network", net, "-p",
+                       f"127.0.0.1:{_free_port()}:80", "base", "sleep", "300")  # fmt: skip
+    assert code == 0, err
+    code, _, err = run(cli, "network", "connect", "lab", server)
+    assert code == 0, err
+    assert _host_network() == before
