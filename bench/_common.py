@@ -1,4 +1,5 @@
-"""Helpers shared by the bench scripts: statistics, timed spawns, host facts, cleanup, main.
+"""Helpers shared by the bench scripts: statistics, timed spawns, rounds, host facts, cleanup
+and leaks, the start of a report, options and main.
 
 Nothing here asserts: a bench prints figures, and a helper that cannot do its
 job returns a reason (a string) for the caller to print.
@@ -6,11 +7,14 @@ job returns a reason (a string) for the caller to print.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
+import json
 import math
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -20,8 +24,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -69,6 +76,10 @@ class Samples:
 
 class SpawnFailed(Exception):
     """A timed command exited non-zero; the message holds its stderr."""
+
+
+class RunFailed(Exception):
+    """A container or a command did not do what the bench needs; the message says what."""
 
 
 class Spawner:
@@ -137,6 +148,71 @@ def stop(pid: int, grace: float = 2.0) -> None:
         pass
 
 
+# -- rounds -----------------------------------------------------------------------
+
+
+class Command:
+    """A command timed from posix_spawn to its reaped exit; ``argv`` may be made anew per run."""
+
+    def __init__(
+        self, name: str, argv: list[str] | Callable[[], list[str]], spawner: Spawner
+    ) -> None:
+        self.name, self.argv, self.spawner = name, argv, spawner
+
+    def once(self) -> float:
+        return self.spawner.run(self.argv() if callable(self.argv) else self.argv)[0]
+
+    def close(self) -> None:
+        pass
+
+
+def interleave(
+    methods: Sequence[Any],
+    samples: dict[str, Samples],
+    args: Any,
+    err: Console,
+    kept: Callable[[Any, str], None] | None = None,
+) -> None:
+    """Every method once a round, in a new shuffled order each round (``args.seed``).
+
+    ``args.warmup`` rounds first, not kept, then ``args.runs`` rounds whose
+    milliseconds go to ``samples[method.name]``. A method that raises is
+    dropped with ``skipped`` set to why. ``kept(method, previous)`` is called
+    after each kept sample with the name of the method that ran just before
+    it, in this round or the last ("" for the very first).
+    """
+    methods = list(methods)
+    total = args.runs + args.warmup
+    rng = random.Random(args.seed)
+    step = max(1, total // 10)
+    previous = ""
+    for i in range(total):
+        rng.shuffle(methods)
+        for method in list(methods):
+            try:
+                ms = method.once()
+            except Exception as exc:
+                samples[method.name].skipped = f"failed: {exc}"
+                methods.remove(method)
+                continue
+            if i >= args.warmup:
+                samples[method.name].ms.append(ms)
+                if kept is not None:
+                    kept(method, previous)
+            previous = method.name
+        if (i + 1) % step == 0:
+            err.print(f"  round {i + 1}/{total}")
+
+
+def close_methods(methods: Sequence[Any], err: Console) -> None:
+    """Close every method (its connection, loop or runner); a failure is printed, not raised."""
+    for method in methods:
+        try:
+            method.close()
+        except Exception as exc:
+            err.print(f"[yellow]cleanup of {method.name}: {exc}[/]")
+
+
 # -- the host -----------------------------------------------------------------------
 
 
@@ -183,6 +259,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def dist_version(dist: str) -> str:
+    """The installed version of the distribution ``dist``, or "(not installed)"."""
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
 def apt_install(packages: list[str]) -> str:
     """Install Debian packages; returns "" or why it failed (never raises)."""
     if not packages:
@@ -208,6 +292,23 @@ def apt_install(packages: list[str]) -> str:
 def cgroup_parents() -> set[str]:
     """The ``sandbox`` parent directories that exist in any hierarchy now."""
     return set(glob.glob(f"{CGROUP_ROOT}/*/sandbox"))
+
+
+def container_cgroups() -> set[str]:
+    """The cgroups under ``sandbox/`` now, in v1 hierarchies and in a v2 root."""
+    found = glob.glob(f"{CGROUP_ROOT}/*/sandbox/*") + glob.glob(f"{CGROUP_ROOT}/sandbox/*")
+    return {p for p in found if os.path.isdir(p)}
+
+
+def container_processes() -> set[str]:
+    """PIDs of container processes now: the engine's init runs from a memfd named tini."""
+    procs = set()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:tini"):
+                    procs.add(pid)
+    return procs
 
 
 def remove_cgroups(pattern: str) -> list[str]:
@@ -254,15 +355,24 @@ def remove_new_parents(before: set[str]) -> None:
             os.rmdir(parent)
 
 
+def mount_points() -> list[str]:
+    """Every mount point in this mount namespace."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return [line.split()[4].replace("\\040", " ") for line in f]
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points under ``path``, deepest first."""
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            if point.startswith(str(path) + "/"):
-                found.append(point)
+    found = [p for p in mount_points() if p.startswith(str(path) + "/")]
     return sorted(found, key=len, reverse=True)
+
+
+def unmount_under(path: Path) -> list[str]:
+    """Lazily unmount whatever is still mounted under ``path``; returns what was."""
+    points = mounts_under(path)
+    for point in points:
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    return points
 
 
 def remove_scratch(tmp: Path, parents_before: set[str]) -> list[str]:
@@ -272,7 +382,113 @@ def remove_scratch(tmp: Path, parents_before: set[str]) -> list[str]:
     return [str(tmp)] if tmp.exists() else []
 
 
+class Leaks:
+    """What a run could leave behind, listed before it starts and compared at its end.
+
+    ``probes`` maps what is looked for ("container processes") to a function
+    that lists what there is of it now.
+    """
+
+    def __init__(self, probes: dict[str, Callable[[], set[str]]]) -> None:
+        self.probes = probes
+        self.before = self.take()
+
+    def take(self) -> dict[str, set[str]]:
+        return {what: probe() for what, probe in self.probes.items()}
+
+    def new(self, wait: float = 3.0) -> list[str]:
+        """What there is now and was not at the start, a line for each kind.
+
+        Retried for ``wait`` seconds: a container's last process, its cgroup
+        or a network namespace takes a moment to go once its holder has.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            now = self.take()
+            if all(now[k] <= self.before[k] for k in now) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        return [f"{what}: {', '.join(sorted(items - self.before[what]))} (new since the "
+                f"start; another user's if the machine is shared)"
+                for what, items in now.items() if items - self.before[what]]  # fmt: skip
+
+
+def report_left(err: Console, left: list[str], clean: str = "") -> None:
+    """Print what is left behind in red, or the ``clean`` line (if any) when nothing is."""
+    if left:
+        err.print(f"[red]left behind: {'; '.join(left)}[/]")
+    elif clean:
+        err.print(clean)
+
+
+def finish_cleanup(
+    tmp: Path, parents_before: set[str], leaks: Leaks, left: list[str], err: Console, clean: str
+) -> None:
+    """The end of a bench's cleanup, once its own parts have stopped.
+
+    Unmount what is still mounted under ``tmp`` (each one is a leak), remove
+    ``tmp`` and the cgroup parents the run made, add what else is new since
+    the start to ``left``, and print it (or ``clean``).
+    """
+    left += [f"mount {point} (unmounted)" for point in unmount_under(tmp)]
+    left += remove_scratch(tmp, parents_before)
+    left += leaks.new()
+    report_left(err, left, clean)
+
+
+# -- reports ----------------------------------------------------------------------
+
+
+def start_report(data: dict[str, Any], args: Any, min_width: int | None = None) -> Console | None:
+    """Begin a report: print ``data`` as JSON (``args.json``) and return None, or return the
+    console for the tables, the machine's lines printed on it.
+
+    ``min_width``: the columns the tables need at least, wider if the
+    terminal is; None lets rich decide.
+    """
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return None
+    if min_width is None:
+        out = Console(highlight=False)
+    else:
+        out = Console(highlight=False, width=max(min_width, shutil.get_terminal_size().columns))
+    print_machine(out, data["machine"], data["load_average_1min"])
+    return out
+
+
+def print_machine(out: Console, m: dict[str, str], load: list[float]) -> None:
+    """The machine's line, and the load average before and after measuring (if taken)."""
+    out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
+              f"{m['cpu']}, Python {m['python']}")  # fmt: skip
+    if load:
+        load_avg = " -> ".join(f"{x:.2f}" for x in load)
+        out.print(f"load average (1 min) during the run: {load_avg} (anything near nproc is noise)")
+
+
+def print_skipped_and_versions(
+    out: Console, samples: dict[str, Samples], versions: dict[str, str]
+) -> None:
+    """A line for each method that was skipped (and why), then one for each version."""
+    for s in samples.values():
+        if s.skipped:
+            out.print(f"[yellow]skipped[/] {s.name}: {s.skipped}")
+    for what, text in versions.items():
+        out.print(f"{what}: {text}")
+
+
 # -- main ---------------------------------------------------------------------------
+
+
+def add_run_options(p: argparse.ArgumentParser, *, runs: int, warmup: int) -> None:
+    """--runs, --warmup, --seed and --json, for a bench that runs each method N times."""
+    p.add_argument("--runs", type=int, default=runs, metavar="N",
+                   help=f"measured runs per method (default {runs})")  # fmt: skip
+    p.add_argument("--warmup", type=int, default=warmup, metavar="N",
+                   help=f"runs per method before measuring, not counted "
+                        f"(default {warmup})")  # fmt: skip
+    p.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead")
 
 
 def _interrupt(signum: int, _frame: Any) -> None:

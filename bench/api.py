@@ -31,13 +31,10 @@ import argparse
 import asyncio
 import contextlib
 import glob
-import http.client
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -50,16 +47,24 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import (
     HOST_PATH,
+    Command,
     Samples,
     Spawner,
+    add_run_options,
     apt_install,
     cgroup_parents,
+    close_methods,
     first_line,
+    interleave,
     machine,
-    mounts_under,
+    print_skipped_and_versions,
     remove_scratch,
+    report_left,
     run_bench,
+    start_report,
+    unmount_under,
 )
+from _sandboxd import Sandboxd, UnixConnection, terminate, wait_ping
 from rich.console import Console
 from rich.table import Table
 
@@ -76,35 +81,6 @@ PING, LIFECYCLE, DOCKER_RUN, SANDBOX_RUN = (
     "sandbox run --rm base true",
 )
 SANDBOXD, ENGINE, DOCKERD = "sandboxd", "engine in-process", "dockerd"
-
-
-class UnixConnection(http.client.HTTPConnection):
-    """HTTP/1.1 over a unix socket, kept open between requests."""
-
-    def __init__(self, path: str, timeout: float = 60) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self.path)
-        self.sock = sock
-
-    def call(self, method: str, url: str, body: Any = None, expect: int = 200) -> Any:
-        """One request; the decoded JSON reply (or None).
-
-        Raises:
-            RuntimeError: another status than ``expect``.
-        """
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        self.request(method, url, body=data, headers=headers)
-        reply = self.getresponse()
-        raw = reply.read()
-        if reply.status != expect:
-            raise RuntimeError(f"{method} {url}: {reply.status} {raw[:200]!r}")
-        return json.loads(raw) if raw.strip().startswith((b"{", b"[")) else None
 
 
 class ApiMethod:
@@ -165,29 +141,14 @@ class EngineMethod:
         self.loop.close()
 
 
-class CommandMethod:
-    """A whole client command (a new process), timed from spawn to exit."""
-
-    def __init__(self, name: str, argv: list[str], spawner: Spawner) -> None:
-        self.name, self.argv, self.spawner = name, argv, spawner
-
-    def once(self) -> float:
-        return self.spawner.run(self.argv)[0]
-
-    def close(self) -> None:
-        pass
-
-
 class Daemons:
     """sandboxd and dockerd under one temporary directory, started and stopped."""
 
     def __init__(self, tmp: Path, err: Console) -> None:
         self.tmp, self.err = tmp, err
-        self.root = tmp / "store"
-        self.sandboxd_sock = tmp / "sandboxd.sock"
+        self.sandboxd = Sandboxd(tmp)
         self.docker_dir = tmp / "docker"
         self.dockerd_sock = self.docker_dir / "docker.sock"
-        self.sandboxd: subprocess.Popen[bytes] | None = None
         self.dockerd: subprocess.Popen[bytes] | None = None
         self.docker_env = {"PATH": HOST_PATH, "DOCKER_CONFIG": str(tmp / "docker-config"),
                            "DOCKER_CLI_HINTS": "false", "HOME": str(tmp)}  # fmt: skip
@@ -195,31 +156,13 @@ class Daemons:
         self.outside = {p: os.path.exists(p) for p in ("/etc/docker/key.json", "/run/docker")}
         self.docker_cgroups_before = set(glob.glob("/sys/fs/cgroup/*/docker"))
 
-    # -- sandboxd ---------------------------------------------------------------------
-
-    def start_sandboxd(self) -> str:
-        """Build ``base`` in a fresh store and serve it; "" or why it failed."""
-        env = {**os.environ, "SANDBOX_ROOT": str(self.root)}
-        env.pop("SANDBOX_HOST", None)
-        bin_dir = Path(sys.executable).parent
-        try:
-            Engine(self.root).ensure_base()  # here, not through a daemon the CLI would start
-        except Exception as exc:
-            return f"cannot build the image base: {exc}"
-        log = open(self.tmp / "sandboxd.log", "wb")  # noqa: SIM115  # the daemon's, until it exits
-        self.sandboxd = subprocess.Popen(
-            [str(bin_dir / "sandboxd"), "--host", f"unix://{self.sandboxd_sock}",
-             "--root", str(self.root)],
-            stdout=log, stderr=log, env=env,
-        )  # fmt: skip
-        log.close()
-        return _wait_ping(self.sandboxd_sock, self.sandboxd, self.tmp / "sandboxd.log")
-
     def base_layer(self) -> Path:
-        images = json.loads((self.root / "refs.json").read_text())
-        record = json.loads((self.root / "images" / f"{images['base:latest']}.json").read_text())
+        """The single layer of sandboxd's ``base``, read from its store."""
+        root = self.sandboxd.root
+        images = json.loads((root / "refs.json").read_text())
+        record = json.loads((root / "images" / f"{images['base:latest']}.json").read_text())
         (layer,) = record["layers"]
-        return self.root / "layers" / layer
+        return root / "layers" / layer
 
     # -- dockerd ------------------------------------------------------------------------
 
@@ -244,7 +187,7 @@ class Daemons:
             stdout=log, stderr=log, env={"PATH": HOST_PATH}, start_new_session=True,
         )  # fmt: skip
         log.close()
-        if why := _wait_ping(self.dockerd_sock, self.dockerd, d / "dockerd.log"):
+        if why := wait_ping(self.dockerd_sock, self.dockerd, d / "dockerd.log"):
             return why
         # The same root filesystem, as an image of dockerd's own: no pull.
         tarball = self.tmp / "base.tar"
@@ -264,22 +207,15 @@ class Daemons:
 
     def stop(self) -> list[str]:
         """Stop both daemons and remove what they made; returns what is left."""
-        left = []
-        for proc, grace in ((self.sandboxd, 15), (self.dockerd, 30)):
-            if proc is None or proc.poll() is not None:
-                continue
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        left = self.sandboxd.stop()
         if self.dockerd is not None:
+            terminate(self.dockerd)
             # dockerd's own containerd (and its shims) are in its session.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.dockerd.pid, signal.SIGKILL)
-        for mount in mounts_under(self.tmp):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        # Whatever is still mounted (dockerd, killed with its session, leaves
+        # its own), so that the directory can be removed.
+        unmount_under(self.tmp)
         for path, existed in self.outside.items():
             if not existed and os.path.exists(path):
                 if os.path.isdir(path):
@@ -292,22 +228,6 @@ class Daemons:
             except OSError:
                 left.append(parent)
         return left
-
-
-def _wait_ping(sock: Path, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return f"exited with {proc.returncode}: {log.read_text(errors='replace')[-400:]}"
-        conn = UnixConnection(str(sock), timeout=2)
-        try:
-            conn.call("GET", "/_ping")
-            return ""
-        except (OSError, RuntimeError, http.client.HTTPException):
-            time.sleep(0.1)
-        finally:
-            conn.close()
-    return f"did not answer within {timeout:g} s: {log.read_text(errors='replace')[-400:]}"
 
 
 class Bench:
@@ -337,23 +257,23 @@ class Bench:
 
     def setup(self) -> None:
         self.err.print("starting sandboxd on a fresh store (building base) ...")
-        if why := self.daemons.start_sandboxd():
+        if why := self.daemons.sandboxd.start():
             raise SystemExit(f"sandboxd: {why}")
-        sock = self.daemons.sandboxd_sock
+        sock = self.daemons.sandboxd.sock
         # The clients' environment: the sandbox CLI finds sandboxd through
         # SANDBOX_HOST; the docker CLI is always given -H.
         env = {**self.daemons.docker_env, "SANDBOX_HOST": f"unix://{sock}"}
         self.spawner = Spawner(str(self.tmp / "stderr"), env)
         self.add(ApiMethod(self.name(PING, SANDBOXD), sock, "/v1.44", PING))
         self.add(ApiMethod(self.name(LIFECYCLE, SANDBOXD), sock, "/v1.44", LIFECYCLE))
-        self.add(EngineMethod(self.daemons.root))
+        self.add(EngineMethod(self.daemons.sandboxd.root))
         sandbox_cli = str(Path(sys.executable).with_name("sandbox"))
-        self.add(CommandMethod(self.name(SANDBOX_RUN, SANDBOXD),
+        self.add(Command(self.name(SANDBOX_RUN, SANDBOXD),
                                [sandbox_cli, "run", "--rm", "base", "true"],
                                self.spawner))  # fmt: skip
         docker_ok = os.access(DOCKER_CLI, os.X_OK)
         if docker_ok:
-            self.add(CommandMethod(self.name(DOCKER_RUN, SANDBOXD),
+            self.add(Command(self.name(DOCKER_RUN, SANDBOXD),
                                    [DOCKER_CLI, "-H", f"unix://{sock}", "run", "--rm", "base",
                                     "true"], self.spawner))  # fmt: skip
             self.versions["docker CLI"] = first_line([DOCKER_CLI, "--version"])
@@ -370,32 +290,16 @@ class Bench:
             dsock = self.daemons.dockerd_sock
             self.add(ApiMethod(self.name(PING, DOCKERD), dsock, "/v1.41", PING))
             self.add(ApiMethod(self.name(LIFECYCLE, DOCKERD), dsock, "/v1.41", LIFECYCLE))
-            self.add(CommandMethod(self.name(DOCKER_RUN, DOCKERD),
+            self.add(Command(self.name(DOCKER_RUN, DOCKERD),
                                    [DOCKER_CLI, "-H", f"unix://{dsock}", "run", "--rm", "base",
                                     "true"], self.spawner))  # fmt: skip
             self.versions["dockerd"] = first_line(["dockerd", "--version"])
 
     def measure(self) -> None:
-        methods = list(self.methods)
-        total = self.args.runs + self.args.warmup
         self.err.print(f"{self.args.runs} runs (+{self.args.warmup} warm-up) of "
-                       f"{len(methods)} methods, interleaved")  # fmt: skip
+                       f"{len(self.methods)} methods, interleaved")  # fmt: skip
         self.load.append(os.getloadavg()[0])
-        rng = random.Random(self.args.seed)
-        step = max(1, total // 10)
-        for i in range(total):
-            rng.shuffle(methods)
-            for method in list(methods):
-                try:
-                    ms = method.once()
-                except Exception as exc:
-                    self.samples[method.name].skipped = f"failed: {exc}"
-                    methods.remove(method)
-                    continue
-                if i >= self.args.warmup:
-                    self.samples[method.name].ms.append(ms)
-            if (i + 1) % step == 0:
-                self.err.print(f"  round {i + 1}/{total}")
+        interleave(self.methods, self.samples, self.args, self.err)
         self.load.append(os.getloadavg()[0])
 
     # -- reporting -------------------------------------------------------------------
@@ -430,15 +334,8 @@ class Bench:
 
     def report(self) -> None:
         data = self.results()
-        if self.args.json:
-            print(json.dumps(data, indent=1))
+        if (out := start_report(data, self.args, min_width=132)) is None:
             return
-        out = Console(highlight=False, width=max(132, shutil.get_terminal_size().columns))
-        m = data["machine"]
-        out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
-                  f"{m['cpu']}, Python {m['python']}")  # fmt: skip
-        load = " -> ".join(f"{x:.2f}" for x in self.load)
-        out.print(f"load average (1 min) during the run: {load} (anything near nproc is noise)")
         table = Table(title=f"API latency, median / p95 in ms ({self.args.runs} runs, "
                             f"{self.args.warmup} warm-up runs excluded)")  # fmt: skip
         table.add_column("what", justify="left", no_wrap=True)
@@ -455,11 +352,7 @@ class Bench:
             cells.append(f"{over:.2f}x" if over else "-")
             table.add_row(row["what"], *cells)
         out.print(table)
-        for s in self.samples.values():
-            if s.skipped:
-                out.print(f"[yellow]skipped[/] {s.name}: {s.skipped}")
-        for what, version in self.versions.items():
-            out.print(f"{what}: {version}")
+        print_skipped_and_versions(out, self.samples, self.versions)
         ours, theirs = self.cell(DOCKER_RUN, SANDBOXD), self.cell(DOCKER_RUN, DOCKERD)
         if ours and theirs:
             share = theirs.median / ours.median
@@ -471,33 +364,17 @@ class Bench:
     # -- cleanup ---------------------------------------------------------------------
 
     def cleanup(self) -> None:
-        for method in self.methods:
-            try:
-                method.close()
-            except Exception as exc:
-                self.err.print(f"[yellow]cleanup of {method.name}: {exc}[/]")
+        close_methods(self.methods, self.err)
         if self.spawner is not None:
             self.spawner.close()
         left = self.daemons.stop()
         left += remove_scratch(self.tmp, self.parents_before)
-        if left:
-            self.err.print(f"[red]left behind: {', '.join(left)}[/]")
+        report_left(self.err, left)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/api", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--runs", type=int, default=100, metavar="N", help="measured runs per method (default 100)"
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=3,
-        metavar="N",
-        help="runs per method before measuring, not counted (default 3)",
-    )
-    p.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead")
+    add_run_options(p, runs=100, warmup=3)
     p.add_argument(
         "--no-docker",
         action="store_true",

@@ -42,22 +42,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import glob
 import json
 import os
 import queue
 import random
 import re
-import select
-import shutil
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -65,15 +58,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import (
+    Leaks,
     Samples,
     cgroup_parents,
+    container_cgroups,
+    container_processes,
+    dist_version,
+    finish_cleanup,
     machine,
     median,
     mounts_under,
     p95,
-    remove_scratch,
     run_bench,
+    start_report,
 )
+from _sandboxd import logged_traceback, stop_store_daemon
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from rich.console import Console
@@ -251,7 +250,11 @@ class Bench:
         self.meter: dict[str, MeterCell] = {}  # cell -> its times without and with the meter
         self.versions: dict[str, str] = {}
         self.parents_before = cgroup_parents()
-        self.before = _snapshot(tmp)
+        # What the run could leave behind (a container's last process and
+        # cgroup may take a moment to go once its daemon has stopped).
+        self.leaks = Leaks({"cgroups": container_cgroups,
+                            "container processes": container_processes,
+                            "mounts": lambda: set(mounts_under(tmp))})  # fmt: skip
         self.load: list[float] = []
         self.left: list[str] = []
         self.base_layers = 1
@@ -282,7 +285,8 @@ class Bench:
             paths = [str(self.tmp / "jupyter"), os.environ.get("JUPYTER_PATH", "")]
             os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in paths if p)
         for name in self.wanted:
-            self.versions[name] = _version("jupyter-sandbox" if name == SANDBOX else "bash_kernel")
+            dist = "jupyter-sandbox" if name == SANDBOX else "bash_kernel"
+            self.versions[name] = f"{dist} {dist_version(dist)}"
             self.err.print(f"starting the {name} kernel ...")
             try:
                 self.kernels[name] = Kernel(name, env, self.scratch)
@@ -558,16 +562,8 @@ class Bench:
 
     def report(self) -> None:
         data = self.results()
-        if self.args.json:
-            print(json.dumps(data, indent=1))
+        if (out := start_report(data, self.args, min_width=120)) is None:
             return
-        out = Console(highlight=False, width=max(120, shutil.get_terminal_size().columns))
-        m = data["machine"]
-        out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
-                  f"{m['cpu']}, Python {m['python']}")  # fmt: skip
-        if self.load:
-            load = " -> ".join(f"{x:.2f}" for x in self.load)
-            out.print(f"load average (1 min) during the run: {load} (anything near nproc is noise)")
         names = list(self.kernels)
         if data["cells"]:
             table = Table(title=f"execute_request round trip, median / p95 in ms "
@@ -681,36 +677,6 @@ class Bench:
 
     # -- cleanup -----------------------------------------------------------------------
 
-    def stop_daemon(self) -> None:
-        """Stop the sandboxd the kernel started for the store (SIGTERM), and wait for it."""
-        pid_file, lock_file = self.root / "sandboxd.pid", self.root / "sandboxd.lock"
-        if not lock_file.exists():
-            return  # none was ever started
-        with open(lock_file, "a") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return  # nobody holds it: no daemon runs
-            except BlockingIOError:
-                pass
-        try:
-            pid = int(pid_file.read_text())
-            if b"sandboxd" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return  # a stale PID, now another process's
-            fd = os.pidfd_open(pid)
-        except (OSError, ValueError):
-            return
-        try:
-            signal.pidfd_send_signal(fd, signal.SIGTERM)
-            if not select.select([fd], [], [], 30)[0]:
-                signal.pidfd_send_signal(fd, signal.SIGKILL)
-                self.left.append(f"sandboxd ({pid}) ignored SIGTERM for 30 s: killed")
-        finally:
-            os.close(fd)
-        log = self.root / "sandboxd.log"
-        if log.exists() and "Traceback" in log.read_text(errors="replace"):
-            tail = log.read_text(errors="replace")[-2000:]
-            self.err.print(f"[yellow]the daemon logged a traceback:[/]\n{tail}")
-
     def cleanup(self) -> None:
         """Shut the kernels down, stop the daemon, remove the directory; print what is left."""
         for kernel in self.kernels.values():
@@ -721,9 +687,11 @@ class Bench:
             if kernel.km.has_kernel and kernel.km.is_alive():
                 self.left.append(f"the {kernel.name} kernel process")
         try:
-            self.stop_daemon()
+            self.left += stop_store_daemon(self.root)
         except Exception as exc:
             self.left.append(f"the daemon: {exc}")
+        if tail := logged_traceback(self.root / "sandboxd.log"):
+            self.err.print(f"[yellow]the daemon logged a traceback:[/]\n{tail}")
         containers = self.root / "containers"
         if containers.is_dir() and any(containers.iterdir()):
             # The kernel removes its cells' containers: any left is a leak. The
@@ -734,20 +702,8 @@ class Bench:
                 Engine(self.root, reconcile_now=False).reconcile()
             except Exception as exc:
                 self.left.append(f"reconcile: {exc}")
-        for point in mounts_under(self.tmp):
-            self.left.append(f"mount {point} (unmounted)")
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        self.left += remove_scratch(self.tmp, self.parents_before)
-        after = _snapshot(self.tmp, wait_for=self.before)
-        for what, items in after.items():
-            new = items - self.before[what]
-            if new:
-                self.left.append(f"{what}: {', '.join(sorted(new))} (new since the start; "
-                                 f"another user's if the machine is shared)")  # fmt: skip
-        if self.left:
-            self.err.print(f"[red]left behind: {'; '.join(self.left)}[/]")
-        else:
-            self.err.print("cleaned up: no kernel, daemon, container, mount or cgroup left")
+        clean = "cleaned up: no kernel, daemon, container, mount or cgroup left"
+        finish_cleanup(self.tmp, self.parents_before, self.leaks, self.left, self.err, clean)
 
 
 def _short(cell: str) -> str:
@@ -756,38 +712,6 @@ def _short(cell: str) -> str:
 
 def _span(pair: list[int]) -> str:
     return f"{pair[0]}-{pair[1]}"
-
-
-def _version(dist: str) -> str:
-    try:
-        return f"{dist} {version(dist)}"
-    except PackageNotFoundError:
-        return f"{dist} (not installed)"
-
-
-def _snapshot(tmp: Path, wait_for: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
-    """Container cgroups, container processes and our mounts; retried ~3 s to match ``wait_for``.
-
-    A container's last process and cgroup may take a moment to go once its
-    daemon has stopped, hence the wait.
-    """
-    deadline = time.monotonic() + 3.0
-    while True:
-        cgroups = {p for p in glob.glob("/sys/fs/cgroup/*/sandbox/*") if os.path.isdir(p)}
-        cgroups |= {p for p in glob.glob("/sys/fs/cgroup/sandbox/*") if os.path.isdir(p)}
-        procs = set()
-        for pid in os.listdir("/proc"):
-            if pid.isdigit():
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:tini"):
-                        procs.add(pid)
-        found = {"cgroups": cgroups, "container processes": procs,
-                 "mounts": set(mounts_under(tmp))}  # fmt: skip
-        if wait_for is None or time.monotonic() > deadline:
-            return found
-        if all(found[k] <= wait_for[k] for k in found):
-            return found
-        time.sleep(0.05)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -45,19 +45,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -66,28 +61,46 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 from _common import (
     HOST_PATH,
+    Command,
+    Leaks,
+    RunFailed,
     Samples,
     Spawner,
     cgroup_parents,
+    container_processes,
+    dist_version,
+    finish_cleanup,
     first_line,
+    interleave,
     machine,
     median,
+    mount_points,
     mounts_under,
     p95,
-    remove_scratch,
+    print_skipped_and_versions,
     run_bench,
+    start_report,
 )
+from _netpaths import (
+    C2C,
+    KEPT,
+    LOOPBACK,
+    NEW,
+    PING_C2C,
+    PING_LO,
+    PORT,
+    PUBLISHED,
+    Pair,
+    echo_times,
+    ping_times,
+)
+from _sandboxd import Sandboxd, logged_traceback
 from rich.console import Console
 from rich.table import Table
 
 from sandbox.client import AsyncClient
-from sandbox.engine import Engine
 from sandbox.engine.networks import IDLE_SECONDS
-from sandbox.runtime import netns
 
-PORT = 7007  # the port the server container publishes and the echo server listens on
-MESSAGE = b"x" * 64  # one echo's payload
-CHUNK = 100  # kept-open round trips of one path before the next path's turn
 PAUSE = IDLE_SECONDS + 0.5  # long enough for the daemon to bring an idle bridge down
 FOREGROUND = {"sandbox.foreground": "1"}  # as the CLI and the kernel: attached before the start
 NETNS_DIR = Path("/run/netns")
@@ -113,13 +126,6 @@ PAIRS = (
     ("bwrap true: host's netns -> --unshare-net", BWRAP, BWRAP_NET),
     ("sandbox API after a pause: none -> lab, bridge down", COLD_NONE, COLD_LAB),
 )  # fmt: skip
-# Round trips, µs.
-LOOPBACK = "a container's own loopback (no veth)"
-C2C = "container to container on lab (veth, bridge, veth)"
-PUBLISHED = "host loopback -> published port (daemon's proxy) -> container"
-KEPT, NEW = "kept-open connection", "new connection each time"
-PING_C2C = "ping, container to container on lab, by name"
-PING_LO = "ping, a container to its own loopback"
 
 # One shell script, the classic way: $1 the namespace, $2 the bridge's
 # namespace ("" for loopback only), $3 a suffix for the veth names.
@@ -140,91 +146,20 @@ ip netns exec "$ns" true
 ip netns del "$ns"
 """
 
-# The TCP echo server: a process of its own serving a listening socket that
-# the bench made inside the server container's namespace (argv[1] is its fd).
-ECHO_SERVER = """\
-import selectors, socket, sys
-listener = socket.socket(fileno=int(sys.argv[1]))
-listener.setblocking(False)
-sel = selectors.DefaultSelector()
-sel.register(listener, selectors.EVENT_READ)
-while True:
-    for key, _ in sel.select():
-        sock = key.fileobj
-        if sock is listener:
-            conn, _ = listener.accept()
-            conn.setblocking(True)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sel.register(conn, selectors.EVENT_READ)
-            continue
-        try:
-            data = sock.recv(65536)
-        except OSError:
-            data = b""
-        if data:
-            sock.sendall(data)
-        else:
-            sel.unregister(sock)
-            sock.close()
-"""
-
-
-class RunFailed(Exception):
-    """A container or a command did not do what the bench needs; the message says what."""
-
 
 # -- the daemon ---------------------------------------------------------------------
 
 
-class Daemon:
-    """sandboxd on a fresh store in the scratch directory, and a client of it."""
+class Daemon(Sandboxd):
+    """The bench's sandboxd, and a client of it as the CLI and the kernel use it."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.root = tmp / "store"
-        self.sock = tmp / "sandboxd.sock"
-        self.log = tmp / "sandboxd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(tmp)
         self.loop = asyncio.new_event_loop()
         self.client = AsyncClient(f"unix://{self.sock}", root=self.root, autostart=False)
 
-    def start(self) -> None:
-        """Build ``base`` here, then serve the store.
-
-        Raises:
-            RunFailed: the image could not be built or the daemon did not answer.
-        """
-        try:
-            Engine(self.root).ensure_base()
-        except Exception as exc:
-            raise RunFailed(f"cannot build the image base: {exc}") from exc
-        env = {**os.environ, "SANDBOX_ROOT": str(self.root)}
-        env.pop("SANDBOX_HOST", None)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                [str(Path(sys.executable).with_name("sandboxd")), "--host",
-                 f"unix://{self.sock}", "--root", str(self.root)],
-                stdout=log, stderr=log, env=env,
-                start_new_session=True,  # a ^C reaches the bench, which stops it in order
-            )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RunFailed(f"sandboxd exited {self.proc.returncode}: {self.log_tail()}")
-            try:
-                self.run(self.client.version())  # AsyncClient.ping parses "OK" as JSON
-                return
-            except Exception as exc:
-                why = exc
-            if time.monotonic() > deadline:
-                raise RunFailed(f"sandboxd did not answer within 60 s ({why}): {self.log_tail()}")
-            time.sleep(0.1)
-
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-400:] if self.log.exists() else ""
 
     def bridges_up(self) -> int:
         """How often the daemon has brought lab's bridge up so far (from its log)."""
@@ -232,22 +167,12 @@ class Daemon:
 
     def stop(self) -> list[str]:
         """Close the client, SIGTERM the daemon (it stops its containers); what is left."""
-        left = []
         with contextlib.suppress(Exception):
             self.run(self.client.close())
         with contextlib.suppress(Exception):
             self.loop.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                left.append("sandboxd ignored SIGTERM for 30 s: killed")
-        log = self.log.read_text(errors="replace") if self.log.exists() else ""
-        if "Traceback" in log:
-            tail = log[log.index("Traceback") :][:1500]
+        left = super().stop()
+        if tail := logged_traceback(self.log):
             left.append(f"the daemon logged a traceback:\n{tail}")
         return left
 
@@ -333,16 +258,6 @@ class ApiRun:
         return float(run.ms)
 
 
-class Command:
-    """A command timed from posix_spawn to its reaped exit; ``argv`` may change per run."""
-
-    def __init__(self, name: str, spawner: Spawner, argv: Callable[[], list[str]]) -> None:
-        self.name, self.spawner, self.argv = name, spawner, argv
-
-    def once(self) -> float:
-        return self.spawner.run(self.argv())[0]
-
-
 class Hand:
     """The script's namespaces: a bridge in one of its own, a fresh one per run, all removed."""
 
@@ -407,108 +322,34 @@ def named_namespaces() -> list[str]:
         return []
 
 
-def mount_points() -> set[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        return {line.split()[4] for line in f}
+def held_namespaces() -> set[str]:
+    """The network namespaces some process is in or holds an fd of (``net:[inode]``)."""
+    held = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(f"/proc/{pid}/ns/net"))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("net:"):
+                        held.add(target)
+    return held
 
 
-# -- round trips ----------------------------------------------------------------------
-
-
-class Pair:
-    """Two containers left running on lab: the server (it publishes PORT) and a client."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.ids: list[str] = []
-        self.ns_fds: dict[str, int] = {}
-        self.server_ip = ""
-        self.host_port = 0
-        self.echo: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start both (``sleep infinity``), then the echo server in the server's namespace.
-
-        Raises:
-            RunFailed: a container did not come up with an address and a port.
-        """
-        client = self.daemon.client
-        for role in ("server", "client"):
-            spec = body("lab", publish=role == "server", cmd=("sleep", "infinity"),
-                        labels={"bench": role})  # fmt: skip
-            cid = self.daemon.run(client.create(spec, f"bench-{role}"))
-            self.ids.append(cid)
-            self.daemon.run(client.start(cid))
-            info = self.daemon.run(client.inspect_container(cid))
-            pid = info["State"]["Pid"]
-            self.ns_fds[role] = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-            if role == "server":
-                settings = info["NetworkSettings"]
-                self.server_ip = settings["Networks"]["lab"]["IPAddress"]
-                self.host_port = int(settings["Ports"][f"{PORT}/tcp"][0]["HostPort"])
-        if not self.server_ip or not self.host_port:
-            raise RunFailed(f"the server has no address or published port: {self.server_ip!r}")
-        listener = netns.socket_in(self.ns_fds["server"], socket.AF_INET, socket.SOCK_STREAM)
-        with listener:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(("0.0.0.0", PORT))
-            listener.listen(64)
-            # Its own session: a ^C reaches the bench, which kills it.
-            self.echo = subprocess.Popen([sys.executable, "-c", ECHO_SERVER,
-                                          str(listener.fileno())],
-                                         pass_fds=[listener.fileno()],
-                                         start_new_session=True)  # fmt: skip
-
-    def paths(self) -> dict[str, tuple[Callable[[], socket.socket], tuple[str, int]]]:
-        """Each path: how to make the client's socket, and where it connects."""
-        server, client = self.ns_fds["server"], self.ns_fds["client"]
-
-        def inside(fd: int) -> Callable[[], socket.socket]:
-            return lambda: netns.socket_in(fd, socket.AF_INET, socket.SOCK_STREAM)
-
-        return {
-            LOOPBACK: (inside(server), ("127.0.0.1", PORT)),
-            C2C: (inside(client), (self.server_ip, PORT)),
-            PUBLISHED: (lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM),
-                        ("127.0.0.1", self.host_port)),
-        }  # fmt: skip
-
-    def stop(self) -> None:
-        """The echo server, our fds, then both containers (killed and removed)."""
-        if self.echo is not None and self.echo.poll() is None:
-            self.echo.kill()
-            self.echo.wait()
-        for fd in self.ns_fds.values():
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.ns_fds.clear()
-        for cid in self.ids:
-            with contextlib.suppress(Exception):
-                self.daemon.run(self.daemon.client.remove(cid, force=True))
-        self.ids.clear()
-
-
-def echo_once(sock: socket.socket) -> None:
-    sock.sendall(MESSAGE)
-    got = 0
-    while got < len(MESSAGE):
-        data = sock.recv(len(MESSAGE) - got)
-        if not data:
-            raise RunFailed("the echo server closed the connection")
-        got += len(data)
-
-
-def connected(make: Callable[[], socket.socket], addr: tuple[str, int]) -> socket.socket:
-    sock = make()
-    sock.settimeout(10)
-    sock.connect(addr)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
-
-
-def ping_times(output: bytes) -> list[float]:
-    """The round trips of ping's per-packet lines, in µs."""
-    return [float(ms) * 1e3 for ms in re.findall(rb"time=([\d.]+) ms", output)]
+def leaks(tmp: Path) -> Leaks:
+    """What the run could leave: named and held network namespaces, host links, container
+    processes, mounts under ``tmp`` and under /run/netns."""
+    return Leaks({
+        "named network namespaces": lambda: set(named_namespaces()),
+        "network namespaces": held_namespaces,
+        "host links": lambda: set(os.listdir("/sys/class/net")),
+        "container processes": container_processes,
+        "mounts": lambda: set(mounts_under(tmp))
+                          | {p for p in mount_points() if p.startswith(str(NETNS_DIR))},
+    })  # fmt: skip
 
 
 # -- the bench -----------------------------------------------------------------------
@@ -533,7 +374,7 @@ class Bench:
         self.load: list[float] = []
         self.versions: dict[str, str] = {}
         self.parents_before = cgroup_parents()
-        self.before = snapshot(tmp)
+        self.leaks = leaks(tmp)
         self.left: list[str] = []
 
     def skip(self, name: str, why: str) -> None:
@@ -545,35 +386,33 @@ class Bench:
 
     def setup(self) -> None:
         self.err.print("starting sandboxd on a fresh store (building base) ...")
-        try:
-            self.daemon.start()
-        except RunFailed as exc:
-            raise SystemExit(f"bench/network: {exc}") from None
-        self.versions["jupyter-sandbox"] = _version("jupyter-sandbox")
+        if why := self.daemon.start():
+            raise SystemExit(f"bench/network: sandboxd: {why}")
+        self.versions["jupyter-sandbox"] = dist_version("jupyter-sandbox")
         for name, spec in ((NONE, body("none")), (LAB, body("lab")),
                            (NONE_P, body("none", publish=True)),
                            (LAB_P, body("lab", publish=True))):  # fmt: skip
             self.add(ApiRun(name, self.daemon, spec))
         try:
             self.hand.setup()
-            self.add(Command(HAND_LO, self.spawner, self.hand.argv(veth=False)))
-            self.add(Command(HAND_VETH, self.spawner, self.hand.argv(veth=True)))
+            self.add(Command(HAND_LO, self.hand.argv(veth=False), self.spawner))
+            self.add(Command(HAND_VETH, self.hand.argv(veth=True), self.spawner))
             self.versions["iproute2"] = first_line(["ip", "-V"])
         except RunFailed as exc:
             self.skip(HAND_LO, str(exc))
             self.skip(HAND_VETH, str(exc))
         true = shutil.which("true", path=HOST_PATH) or "/bin/true"
         if unshare := shutil.which("unshare", path=HOST_PATH):
-            self.add(Command(UNSHARE, self.spawner, lambda: [unshare, true]))
-            self.add(Command(UNSHARE_NET, self.spawner, lambda: [unshare, "--net", true]))
+            self.add(Command(UNSHARE, [unshare, true], self.spawner))
+            self.add(Command(UNSHARE_NET, [unshare, "--net", true], self.spawner))
             self.versions["unshare"] = first_line([unshare, "--version"])
         else:
             for name in (UNSHARE, UNSHARE_NET):
                 self.skip(name, "unshare (util-linux) not found")
         if bwrap := shutil.which("bwrap", path=HOST_PATH):
-            self.add(Command(BWRAP, self.spawner, lambda: [bwrap, "--ro-bind", "/", "/", true]))
+            self.add(Command(BWRAP, [bwrap, "--ro-bind", "/", "/", true], self.spawner))
             net = [bwrap, "--unshare-net", "--ro-bind", "/", "/", true]
-            self.add(Command(BWRAP_NET, self.spawner, lambda: net))
+            self.add(Command(BWRAP_NET, net, self.spawner))
             self.versions["bwrap"] = first_line([bwrap, "--version"])
         else:
             for name in (BWRAP, BWRAP_NET):
@@ -584,8 +423,10 @@ class Bench:
     def measure(self) -> None:
         self.load.append(os.getloadavg()[0])
         self.err.print("starting the round-trip pair on lab (server with -p, client) ...")
+        specs = {role: body("lab", publish=role == "server", cmd=("sleep", "infinity"),
+                            labels={"bench": role}) for role in ("server", "client")}  # fmt: skip
         try:
-            self.pair.start()
+            self.pair.start(specs)
         except Exception as exc:
             raise SystemExit(f"bench/network: the round-trip pair: {exc}") from None
         self.rounds()
@@ -597,69 +438,23 @@ class Bench:
 
     def rounds(self) -> None:
         """Every method once a round, in a new shuffled order; the pair stays on lab."""
-        methods = list(self.methods)
-        total = self.args.runs + self.args.warmup
         self.err.print(f"{self.args.runs} rounds (+{self.args.warmup} warm-up) of "
-                       f"{len(methods)} methods, interleaved")  # fmt: skip
-        rng = random.Random(self.args.seed)
-        step = max(1, total // 10)
-        previous = ""
-        for i in range(total):
-            rng.shuffle(methods)
-            for method in list(methods):
-                try:
-                    ms = method.once()
-                except Exception as exc:
-                    self.samples[method.name].skipped = f"failed: {exc}"
-                    methods.remove(method)
-                    continue
-                if i >= self.args.warmup:
-                    self.samples[method.name].ms.append(ms)
-                    self.previous.setdefault(method.name, []).append(previous)
-                    if phases := getattr(method, "last_phases", None):
-                        self.phases.setdefault(method.name, []).append(phases)
-                previous = method.name
-            if (i + 1) % step == 0:
-                self.err.print(f"  round {i + 1}/{total}")
+                       f"{len(self.methods)} methods, interleaved")  # fmt: skip
+
+        def kept(method: Any, previous: str) -> None:
+            self.previous.setdefault(method.name, []).append(previous)
+            if phases := getattr(method, "last_phases", None):
+                self.phases.setdefault(method.name, []).append(phases)
+
+        interleave(self.methods, self.samples, self.args, self.err, kept)
 
     def round_trips(self) -> None:
         """TCP echo on each path: kept-open in chunks, then new connections, interleaved."""
-        paths = self.pair.paths()
-        rng = random.Random(self.args.seed)
-        n = self.args.round_trips
-        self.err.print(f"TCP echo: {n} round trips on a kept-open connection and "
-                       f"{self.args.connections} new connections per path")  # fmt: skip
-        socks = {name: connected(make, addr) for name, (make, addr) in paths.items()}
-        try:
-            for sock in socks.values():
-                for _ in range(20):  # warm-up: the neighbour's address is resolved
-                    echo_once(sock)
-            order = list(paths)
-            for start in range(0, n, CHUNK):
-                rng.shuffle(order)
-                for name in order:
-                    times = self.trips.setdefault((name, KEPT), [])
-                    sock = socks[name]
-                    for _ in range(min(CHUNK, n - start)):
-                        t0 = time.perf_counter_ns()
-                        echo_once(sock)
-                        times.append((time.perf_counter_ns() - t0) / 1e3)
-        finally:
-            for sock in socks.values():
-                sock.close()
-        order = list(paths)
-        for _ in range(self.args.connections):
-            rng.shuffle(order)
-            for name in order:
-                make, addr = paths[name]
-                sock = make()  # made before the clock: entering a namespace is not the path
-                sock.settimeout(10)
-                t0 = time.perf_counter_ns()
-                sock.connect(addr)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                echo_once(sock)
-                sock.close()
-                self.trips.setdefault((name, NEW), []).append((time.perf_counter_ns() - t0) / 1e3)
+        self.err.print(f"TCP echo: {self.args.round_trips} round trips on a kept-open "
+                       f"connection and {self.args.connections} new connections per "
+                       f"path")  # fmt: skip
+        self.trips.update(echo_times(self.pair.paths(), self.args.round_trips,
+                                     self.args.connections, self.args.seed))  # fmt: skip
 
     def pings(self) -> None:
         """The image's ping in a fresh container: to the server by name, to its loopback."""
@@ -757,15 +552,8 @@ class Bench:
 
     def report(self) -> None:
         data = self.results()
-        if self.args.json:
-            print(json.dumps(data, indent=1))
+        if (out := start_report(data, self.args, min_width=140)) is None:
             return
-        out = Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
-        m = data["machine"]
-        out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
-                  f"{m['cpu']}, Python {m['python']}")  # fmt: skip
-        load = " -> ".join(f"{x:.2f}" for x in self.load)
-        out.print(f"load average (1 min) during the run: {load} (anything near nproc is noise)")
         table = Table(title=f"start to exit of `true`, ms: median / p95 ({self.args.runs} "
                             f"interleaved rounds, {self.args.warmup} warm-up rounds excluded; "
                             f"pause rows: {self.args.cold_runs} runs)")  # fmt: skip
@@ -811,11 +599,7 @@ class Bench:
                   "process serving a socket made inside the server container's namespace. "
                   "'new connection': connect, one echo, close (the socket is made before the "
                   "clock starts).")  # fmt: skip
-        for s in self.samples.values():
-            if s.skipped:
-                out.print(f"[yellow]skipped[/] {s.name}: {s.skipped}")
-        for what, text in self.versions.items():
-            out.print(f"{what}: {text}")
+        print_skipped_and_versions(out, self.samples, self.versions)
 
     def report_phases(self, out: Console, phases: dict[str, dict[str, float]]) -> None:
         names = [n for n in (NONE, LAB, NONE_P, LAB_P) if n in phases]
@@ -862,63 +646,12 @@ class Bench:
         self.left += self.daemon.stop()
         self.left += self.hand.remove()
         self.spawner.close()
-        for point in mounts_under(self.tmp):
-            self.left.append(f"mount {point} (unmounted)")
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        self.left += remove_scratch(self.tmp, self.parents_before)
-        after = snapshot(self.tmp, wait_for=self.before)
-        for what, items in after.items():
-            new = items - self.before[what]
-            if new:
-                self.left.append(f"{what}: {', '.join(sorted(new))} (new since the start; "
-                                 f"another user's if the machine is shared)")  # fmt: skip
-        if self.left:
-            self.err.print(f"[red]left behind: {'; '.join(self.left)}[/]")
-        else:
-            self.err.print("cleaned up: no daemon, container, namespace, link or mount left")
-
-
-def snapshot(tmp: Path, wait_for: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
-    """What the run could leave: named and held network namespaces, host links, container
-    processes, mounts under ``tmp``; retried ~3 s to match ``wait_for`` (namespaces and
-    processes take a moment to go once their holder has)."""
-    deadline = time.monotonic() + 3.0
-    while True:
-        held, procs = set(), set()
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            with contextlib.suppress(OSError):
-                held.add(os.readlink(f"/proc/{pid}/ns/net"))
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{pid}/exe").startswith("/memfd:tini"):
-                    procs.add(pid)
-            with contextlib.suppress(OSError):
-                for fd in os.listdir(f"/proc/{pid}/fd"):
-                    with contextlib.suppress(OSError):
-                        target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                        if target.startswith("net:"):
-                            held.add(target)
-        found = {"named network namespaces": set(named_namespaces()),
-                 "network namespaces": held, "host links": set(os.listdir("/sys/class/net")),
-                 "container processes": procs, "mounts": set(mounts_under(tmp))}  # fmt: skip
-        found["mounts"] |= {p for p in mount_points() if p.startswith(str(NETNS_DIR))}
-        if wait_for is None or time.monotonic() > deadline:
-            return found
-        if all(found[k] <= wait_for[k] for k in found):
-            return found
-        time.sleep(0.05)
+        clean = "cleaned up: no daemon, container, namespace, link or mount left"
+        finish_cleanup(self.tmp, self.parents_before, self.leaks, self.left, self.err, clean)
 
 
 def _r(x: float) -> float:
     return round(x, 3)
-
-
-def _version(dist: str) -> str:
-    try:
-        return version(dist)
-    except PackageNotFoundError:
-        return "(not installed)"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

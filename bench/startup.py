@@ -32,7 +32,6 @@ import json
 import os
 import random
 import resource
-import select
 import shutil
 import signal
 import subprocess
@@ -49,16 +48,21 @@ from _common import (
     Samples,
     Spawner,
     SpawnFailed,
+    add_run_options,
     apt_install,
     cgroup_layout,
     cgroup_parents,
+    close_methods,
     first_line,
     machine,
     measure_and_report,
     remove_cgroups,
     remove_scratch,
+    report_left,
     run_bench,
+    start_report,
 )
+from _sandboxd import stop_store_daemon
 from rich.console import Console
 from rich.table import Table
 
@@ -439,16 +443,8 @@ class Bench:
 
     def report(self) -> None:
         data = self.results()
-        if self.args.json:
-            print(json.dumps(data, indent=1))
+        if (out := start_report(data, self.args)) is None:
             return
-        out = Console(highlight=False)
-        m = data["machine"]
-        out.print(f"machine: nproc {m['nproc']}, kernel {m['kernel']}, cgroups {m['cgroups']}, "
-                  f"{m['cpu']}, Python {m['python']}")  # fmt: skip
-        if self.load:
-            load = " -> ".join(f"{x:.2f}" for x in self.load)
-            out.print(f"load average (1 min) during the run: {load} (anything near nproc is noise)")
         table = Table(title=f"time to run `true` in a fresh container ({self.args.runs} runs, "
                             f"{self.args.warmup} warm-up runs excluded)")  # fmt: skip
         for col in ("method", "median ms", "p95 ms", "÷ API median", "CPU ms", "issue's ref. ms"):
@@ -478,30 +474,12 @@ class Bench:
 
     # -- cleanup -------------------------------------------------------------------
 
-    def stop_daemon(self) -> None:
-        """Stop the sandboxd that the CLI runs started for the store (SIGTERM), and wait."""
-        try:
-            pid = int((self.tmp / "store" / "sandboxd.pid").read_text())
-            if b"sandboxd" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return  # a stale PID, now another process's
-            fd = os.pidfd_open(pid)
-        except (OSError, ValueError):
-            return  # none was started, or it is gone
-        try:
-            signal.pidfd_send_signal(fd, signal.SIGTERM)
-            if not select.select([fd], [], [], 30)[0]:
-                self.err.print(f"[yellow]sandboxd ({pid}) did not stop in 30 s[/]")
-        finally:
-            os.close(fd)
-
     def cleanup(self) -> None:
         """Remove everything this run made; print what could not be removed."""
-        for method in self.methods:
-            try:
-                method.close()
-            except Exception as exc:
-                self.err.print(f"[yellow]cleanup of {method.name}: {exc}[/]")
-        self.stop_daemon()
+        close_methods(self.methods, self.err)
+        # The sandboxd that the CLI runs started for the store.
+        for line in stop_store_daemon(self.tmp / "store"):
+            self.err.print(f"[yellow]{line}[/]")
         if self.engine is not None:
             try:
                 self.engine.reconcile()  # containers the CLI runs left behind
@@ -512,30 +490,18 @@ class Bench:
         left = remove_cgroups(f"{self.tag}-*")
         left += [p for m in self.methods for p in getattr(m, "left", [])]
         left += remove_scratch(self.tmp, self.parents_before)
-        if left:
-            self.err.print(f"[red]left behind: {', '.join(left)}[/]")
+        report_left(self.err, left)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench/startup", description=__doc__.split("\n")[0])
-    p.add_argument(
-        "--runs", type=int, default=200, metavar="N", help="measured runs per method (default 200)"
-    )
-    p.add_argument(
-        "--warmup",
-        type=int,
-        default=5,
-        metavar="N",
-        help="runs per method before measuring, not counted (default 5)",
-    )
-    p.add_argument("--seed", type=int, default=1, help="seed of the per-round shuffle")
+    add_run_options(p, runs=200, warmup=5)
     p.add_argument(
         "--only",
         metavar="WORDS",
         help="comma-separated words: run only the methods whose name has one "
         "(e.g. crun,bubblewrap); the API path always runs. Default: all",
     )
-    p.add_argument("--json", action="store_true", help="print the results as JSON instead")
     p.add_argument(
         "--no-install",
         action="store_true",
