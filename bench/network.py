@@ -100,6 +100,7 @@ from rich.table import Table
 
 from sandbox.client import AsyncClient
 from sandbox.engine.networks import IDLE_SECONDS
+from sandbox.runtime import netns
 
 PAUSE = IDLE_SECONDS + 0.5  # long enough for the daemon to bring an idle bridge down
 FOREGROUND = {"sandbox.foreground": "1"}  # as the CLI and the kernel: attached before the start
@@ -322,29 +323,12 @@ def named_namespaces() -> list[str]:
         return []
 
 
-def held_namespaces() -> set[str]:
-    """The network namespaces some process is in or holds an fd of (``net:[inode]``)."""
-    held = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            held.add(os.readlink(f"/proc/{pid}/ns/net"))
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("net:"):
-                        held.add(target)
-    return held
-
-
 def leaks(tmp: Path) -> Leaks:
     """What the run could leave: named and held network namespaces, host links, container
     processes, mounts under ``tmp`` and under /run/netns."""
     return Leaks({
         "named network namespaces": lambda: set(named_namespaces()),
-        "network namespaces": held_namespaces,
+        "network namespaces": netns.in_use,
         "host links": lambda: set(os.listdir("/sys/class/net")),
         "container processes": container_processes,
         "mounts": lambda: set(mounts_under(tmp))

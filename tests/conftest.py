@@ -74,22 +74,13 @@ def _netns() -> set[str]:
     mount, so a bridge left up shows here as a ``net:[inode]`` that one of
     its fds refers to.
     """
+    from sandbox.runtime import netns
+
     try:
         found = {f"/run/netns/{name}" for name in os.listdir("/run/netns")}
     except FileNotFoundError:
         found = set()
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            found.add(os.readlink(f"/proc/{pid}/ns/net"))
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if target.startswith("net:"):
-                        found.add(target)
-    return found
+    return found | netns.in_use()
 
 
 def _links() -> set[str]:

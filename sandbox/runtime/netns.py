@@ -93,3 +93,24 @@ def socket_in(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.sock
 def inode(ns_fd: int) -> int:
     """The namespace's inode number (what ``/proc/PID/ns/net`` links name)."""
     return os.fstat(ns_fd).st_ino
+
+
+def in_use() -> set[str]:
+    """Every network namespace a process of this host is in or holds an fd of.
+
+    As ``net:[inode]``, what /proc's links name: for checks that nothing was
+    left behind (the engine holds its networks' namespaces by fd only).
+    """
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            found.add(os.readlink(f"/proc/{pid}/ns/net"))
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                    if target.startswith("net:"):
+                        found.add(target)
+    return found
