@@ -22,7 +22,7 @@ import zmq
 from ipykernel.kernelbase import Kernel
 
 from sandbox.client import AsyncClient
-from sandbox.errors import Conflict, InvalidArgument, SandboxError
+from sandbox.errors import Conflict, InvalidArgument, PermissionDenied, SandboxError
 
 from . import __version__, network, syntax
 from .magics import MAGICS, MagicError, run_line_magic, split_cell
@@ -196,7 +196,7 @@ class SandboxKernel(Kernel):
                                 ports: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         try:
             lived = await self.sandbox.ensure_container(name, ports)
-        except (InvalidArgument, Conflict) as exc:  # a bad binding, a host port taken
+        except (InvalidArgument, Conflict, PermissionDenied) as exc:  # bad, taken, or root's ports
             raise MagicError(f"%%container {name}: {exc}") from None
         if lived.made:
             where = "" if lived.network == NO_NETWORK else f" on network {lived.network}"

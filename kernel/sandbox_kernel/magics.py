@@ -254,9 +254,7 @@ async def _network_now(session: Session) -> str:
     try:
         info = await network.find(session.client, session.network)
     except NotFound:
-        return (f"network: {session.network}, which no longer exists (removed with "
-                "`sandbox network rm`?): choose another with %network NAME, or "
-                "%network none")  # fmt: skip
+        return session.network_gone()
     return network.describe(info)
 
 

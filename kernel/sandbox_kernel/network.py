@@ -14,13 +14,11 @@ import html
 import ipaddress
 from typing import Any
 
+from sandbox import publish
 from sandbox.client import AsyncClient
 from sandbox.errors import InvalidArgument
 
 from .session import NO_NETWORK, LongLived
-
-LOOPBACK = "127.0.0.1"
-PUBLISH_USAGE = "-p [127.0.0.1:]HOSTPORT:PORT"
 
 
 async def find(client: AsyncClient, ref: str) -> dict[str, Any]:
@@ -80,68 +78,39 @@ def _address_key(address: str) -> tuple[int, str]:
 # -- %%container NAME [-p ...] ------------------------------------------------------------
 
 
-def parse_container_args(args: list[str]) -> tuple[str, dict[str, list[dict[str, str]]]]:
+def parse_container_args(args: list[str]) -> tuple[str, publish.PortBindings]:
     """``%%container NAME [-p SPEC]...``: the name and Docker's PortBindings.
 
     The options may come before or after NAME; ``-p SPEC``, ``-pSPEC``,
-    ``--publish SPEC`` and ``--publish=SPEC`` are the same.
+    ``--publish SPEC`` and ``--publish=SPEC`` are the same. The SPECs are
+    only split (`sandbox.publish`): the daemon refuses what cannot be
+    published when it is asked to make the container, in its own words.
 
     Raises:
-        InvalidArgument: no NAME, two names, an unknown option, or a bad SPEC.
+        InvalidArgument: no NAME, two names, an unknown option, or a SPEC that
+            is not ``[IP:][HOSTPORT:]PORT``.
     """
     names: list[str] = []
-    bindings: dict[str, list[dict[str, str]]] = {}
+    specs: list[str] = []
     words = iter(args)
     for word in words:
         if word in ("-p", "--publish"):
             spec = next(words, None)
             if spec is None:
-                raise InvalidArgument(f"{word} needs a port: {PUBLISH_USAGE}")
+                raise InvalidArgument(f"{word} needs a port: {publish.USAGE}")
         elif word.startswith("--publish="):
             spec = word.removeprefix("--publish=")
         elif word.startswith("-p") and len(word) > 2:
             spec = word[2:]
         elif word.startswith("-"):
-            raise InvalidArgument(f"unknown option {word}: the only one is {PUBLISH_USAGE}")
+            raise InvalidArgument(f"unknown option {word}: the only one is {publish.USAGE}")
         else:
             names.append(word)
             continue
-        key, target = parse_publish(spec)
-        bindings.setdefault(key, []).append(target)
+        specs.append(spec)
     if len(names) != 1:
         raise InvalidArgument("give one container name" + (f", not {len(names)}" if names else ""))
-    return names[0], bindings
-
-
-def parse_publish(spec: str) -> tuple[str, dict[str, str]]:
-    """One ``-p``: ``PORT``, ``HOSTPORT:PORT`` or ``127.0.0.1:HOSTPORT:PORT``.
-
-    Returns ``("PORT/tcp", {"HostIp": ..., "HostPort": ...})``; an empty
-    HostPort (``-p PORT``) lets the daemon choose a free one. The daemon
-    checks the numbers and refuses any address but the loopback.
-
-    Raises:
-        InvalidArgument: not one of those shapes.
-    """
-    parts = spec.split(":")
-    if len(parts) > 3 or not all(parts[-1:]):
-        raise InvalidArgument(
-            f"-p {spec}: write {PUBLISH_USAGE} (PORT: the server's port in the container; "
-            "HOSTPORT: the one to open on this machine)"
-        )
-    port, _, proto = parts[-1].partition("/")
-    host_port = parts[-2] if len(parts) >= 2 else ""
-    host_ip = parts[0] if len(parts) == 3 else ""
-    for number, what in ((port, "PORT"), (host_port, "HOSTPORT")):
-        if number and not (number.isdigit() and 0 < int(number) < 65536):
-            raise InvalidArgument(f"-p {spec}: {what} {number!r} is not a port number (1 to 65535)")
-    if host_ip not in ("", LOOPBACK, "localhost"):
-        raise InvalidArgument(
-            f"-p {spec}: ports are published on this machine's loopback only "
-            f"(only this machine reaches them); write -p {LOOPBACK}:{host_port or 'HOSTPORT'}:"
-            f"{port}"
-        )
-    return f"{int(port)}/{proto or 'tcp'}", {"HostIp": LOOPBACK, "HostPort": host_port}
+    return names[0], publish.split_publish(specs)
 
 
 def published_bundle(lived: LongLived) -> dict[str, Any]:

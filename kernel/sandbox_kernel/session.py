@@ -248,7 +248,7 @@ class Session:
                 f"it what earlier cells wrote: %reset starts again from {self.base}"
             ) from None
         except NotFound as exc:
-            self._network_gone(exc)
+            self._raise_if_network_gone(exc)
             raise
         splitter.log_hint = f"`sandbox logs {name}`"
         result = CellResult()
@@ -283,14 +283,17 @@ class Session:
             self._later(self._discard(cid))
         return result
 
-    def _network_gone(self, exc: NotFound) -> None:
-        """Raise the notebook's words for a create refused because its network went."""
+    def network_gone(self) -> str:
+        """What to say when the session's network was removed: what happened, what to do."""
+        return (
+            f"the session's network {self.network} no longer exists (removed with "
+            "`sandbox network rm`?): choose another with %network NAME, or %network none"
+        )
+
+    def _raise_if_network_gone(self, exc: NotFound) -> None:
+        """Raise `network_gone` for a create refused because the session's network went."""
         if str(exc).startswith("No such network"):
-            raise SandboxError(
-                f"the session's network {self.network} no longer exists (removed with "
-                "`sandbox network rm`?): choose another with %network NAME, or "
-                "%network none"
-            ) from None
+            raise SandboxError(self.network_gone()) from None
 
     def container_name(self, cell: int) -> str:
         """The name of the container that runs ``cell``."""
@@ -438,7 +441,7 @@ class Session:
             try:
                 await self._create(body, name)
             except NotFound as exc:
-                self._network_gone(exc)
+                self._raise_if_network_gone(exc)
                 raise
             try:
                 await self.client.start(name)

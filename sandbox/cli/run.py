@@ -28,6 +28,7 @@ from sandbox.cli import terminal
 from sandbox.cli.connect import connect
 from sandbox.client import AsyncClient
 from sandbox.errors import InvalidArgument
+from sandbox.publish import split_publish
 from sandbox.units import parse_cpus, parse_memory_swap, parse_size
 
 MIN_MEMORY = 6 * 1024 * 1024  # Docker's floor: below this a shell cannot even start
@@ -111,24 +112,21 @@ def create_body(image: str, command: tuple[str, ...], opts: dict[str, Any], *,
     """The ``POST /containers/create`` body for the options (checked first).
 
     Raises:
-        InvalidArgument: a bad limit option (nothing is sent then).
+        InvalidArgument: a bad limit option, or a -p that is not
+            ``[IP:][HOSTPORT:]PORT`` (nothing is sent then).
     """
     host: dict[str, Any] = parse_limits(opts["memory"], opts["memory_swap"], opts["cpus"],
                                         opts["cpu_shares"], opts["pids_limit"])  # fmt: skip
     host["AutoRemove"] = opts["auto_remove"]
     if opts["tty"] and (now := terminal.size()) is not None:
         host["ConsoleSize"] = list(now)
-    network = opts.get("network") or ""
-    host["NetworkMode"] = network or "default"
+    # The daemon checks the network, its aliases and the ports, and says what to write.
+    host["NetworkMode"] = opts.get("network") or "default"
     if opts.get("publish"):
-        host["PortBindings"] = parse_publish(opts["publish"])
+        host["PortBindings"] = split_publish(opts["publish"])
     endpoints = {}
     if opts.get("network_aliases"):
-        if network in ("", "none", "default"):
-            raise InvalidArgument(
-                "--network-alias needs a network: add --network lab (or another)"
-            )
-        endpoints[network] = {"Aliases": list(opts["network_aliases"])}
+        endpoints[host["NetworkMode"]] = {"Aliases": list(opts["network_aliases"])}
     return {
         "Image": image,
         "Cmd": list(command) or None,
@@ -143,28 +141,6 @@ def create_body(image: str, command: tuple[str, ...], opts: dict[str, Any], *,
         "HostConfig": host,
         "NetworkingConfig": {"EndpointsConfig": endpoints},
     }
-
-
-def parse_publish(specs: tuple[str, ...]) -> dict[str, list[dict[str, str]]]:
-    """``-p`` values as Docker's PortBindings: ``[IP:][HOSTPORT:]PORT[/tcp]``.
-
-    The daemon checks ports and addresses; this only splits what was typed.
-
-    Raises:
-        InvalidArgument: more than three parts.
-    """
-    bindings: dict[str, list[dict[str, str]]] = {}
-    for spec in specs:
-        port, _, proto = spec.partition("/")
-        parts = port.split(":")
-        if len(parts) > 3 or not parts[-1]:
-            raise InvalidArgument(
-                f"invalid -p {spec!r}: write 127.0.0.1:HOSTPORT:PORT (or HOSTPORT:PORT, or PORT)"
-            )
-        host_ip, host_port = (["", "", *parts][-3:])[:2]
-        key = f"{parts[-1]}/{proto or 'tcp'}"
-        bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
-    return bindings
 
 
 async def attach_start_wait(client: AsyncClient, cid: str, *, tty: bool, stdin: bool,

@@ -162,7 +162,7 @@ class Supervisor:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def _settled(self, ref: str) -> ContainerRecord:
+    async def settled(self, ref: str) -> ContainerRecord:
         """The container, once a start of it in progress (milliseconds) has ended."""
         cid = self.find(ref).id
         starting = self._starting.get(cid)
@@ -180,7 +180,7 @@ class Supervisor:
             the engine's errors (LimitUnsupported, CommandNotFound, RuntimeFailure);
             waiters and watchers learn the outcome (a ``--rm`` container is removed).
         """
-        record = await self._settled(ref)
+        record = await self.settled(ref)
         cid = record.id
         if self.is_running(record):
             return False
@@ -242,7 +242,7 @@ class Supervisor:
         Raises:
             ContainerNotRunning: it is not running.
         """
-        record = await self._settled(ref)
+        record = await self.settled(ref)
         if sig != signal.SIGKILL or record.id not in self.engine.running:
             self.engine.kill(record.id, sig)
             return
@@ -258,7 +258,7 @@ class Supervisor:
 
     async def stop(self, ref: str, timeout: float | None, sig: int = signal.SIGTERM) -> bool:
         """``sig``, then SIGKILL after ``timeout`` s (None: wait forever); False if not running."""
-        record = await self._settled(ref)
+        record = await self.settled(ref)
         if not self.is_running(record):
             return False
         exited = self.waiter(record, "not-running")
@@ -317,7 +317,7 @@ class Supervisor:
         Raises:
             ContainerRunning: it runs and ``force`` is False.
         """
-        record = await self._settled(ref)
+        record = await self.settled(ref)
         if self.is_running(record):
             if not force:
                 raise ContainerRunning(record.name, "remove")

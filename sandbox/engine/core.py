@@ -21,7 +21,7 @@ from sandbox import config
 from sandbox.engine import names, ports, reconcile
 from sandbox.engine.events import EventBus
 from sandbox.engine.execs import Execs
-from sandbox.engine.networks import Networks
+from sandbox.engine.networks import Networks, loopback_hosts
 from sandbox.engine.running import OutputListener, Running
 from sandbox.errors import (
     Conflict,
@@ -243,6 +243,8 @@ class Engine:
         if workdir is not None and not workdir.startswith("/"):
             raise InvalidArgument(f"invalid working directory {workdir!r}: use an absolute path")
         bindings = ports.parse_bindings(port_bindings or {})
+        if owner != 0:
+            ports.check_unprivileged(bindings)
         for net in networks or {}:
             self.networks.find(net)  # NetworkNotFound now, not at start
         cid = os.urandom(32).hex()
@@ -616,24 +618,61 @@ class Engine:
         if net.name in record.networks:
             raise Conflict(f"container {record.name} is already connected to network {net.name}")
         settings = {"Aliases": aliases or [], "IPAMConfig": {"IPv4Address": address}}
-        record.networks.update(self.networks.resolve(net.name, endpoints={net.name: settings}))
+        config = self.networks.resolve(net.name, endpoints={net.name: settings})
         if running is not None:
-            if running.netns_fd is None:  # cloned with an empty namespace of its own
-                running.netns_fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                await self.networks.adopt_namespace(running.netns_fd)
+            ns_fd = await self._namespace_of(record, running)
             path = self.store.containers.path(record.id)
+            record.networks.update(config)
             try:
-                endpoint = await self.networks.connect(record, running.netns_fd, net.name,
+                endpoint = await self.networks.connect(record, ns_fd, net.name,
                                                        path / "hosts")  # fmt: skip
+                if self.running.get(record.id) is not running:  # it exited meanwhile
+                    self.networks.release(record.id, net.name)
+                    raise ContainerNotRunning(record.name)
             except BaseException:
                 record.networks.pop(net.name, None)
                 raise
             record.endpoints[net.name] = endpoint.settings()
+        else:
+            record.networks.update(config)
         self.store.containers.save(record)
         self.events.network("connect", net, record)
         return record
 
-    def disconnect(self, ref: str, network: str) -> ContainerRecord:
+    async def _namespace_of(self, record: ContainerRecord, running: Running) -> int:
+        """The running container's network namespace, held by the engine from now on.
+
+        One cloned with a namespace of its own (loopback only) is opened by
+        its PID, then checked through its pidfd: if it is still alive, the
+        PID was not reused for another process between the two.
+
+        Raises:
+            ContainerNotRunning: it has exited.
+        """
+        if running.netns_fd is not None:
+            return running.netns_fd
+        try:
+            fd = os.open(f"/proc/{record.pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            raise ContainerNotRunning(record.name) from None
+        try:
+            if running.status is not None or running.spawned.pidfd < 0:
+                raise ContainerNotRunning(record.name)
+            signal.pidfd_send_signal(running.spawned.pidfd, 0)
+            await self.networks.adopt_namespace(fd)
+        except ProcessLookupError:
+            os.close(fd)
+            raise ContainerNotRunning(record.name) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.running.get(record.id) is not running:  # exited during the await
+            os.close(fd)
+            raise ContainerNotRunning(record.name)
+        running.netns_fd = fd
+        return fd
+
+    async def disconnect(self, ref: str, network: str) -> ContainerRecord:
         """Take a container off a network (``docker network disconnect``).
 
         Raises:
@@ -646,8 +685,8 @@ class Engine:
             raise Conflict(f"container {record.name} is not connected to network {net.name}")
         del record.networks[net.name]
         if running is not None:
-            self.networks.release(record.id, net.name, unplug=True)
             record.endpoints.pop(net.name, None)
+            await self.networks.disconnect(record.id, net.name)
         self.store.containers.save(record)
         self.events.network("disconnect", net, record)
         return record
@@ -877,11 +916,9 @@ def _fresh_workdir(work: Path) -> None:
 
 
 def _write_etc_files(path: Path, hostname: str) -> None:
-    """The files bound over /etc/hostname and /etc/hosts."""
+    """The files bound over /etc/hostname and /etc/hosts (its networks rewrite the latter)."""
     (path / "hostname").write_text(hostname + "\n")
-    (path / "hosts").write_text(
-        f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    )
+    (path / "hosts").write_text(loopback_hosts(hostname))
 
 
 def _mib(n: int | None) -> str:

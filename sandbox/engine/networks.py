@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbox.errors import Conflict, InvalidArgument, PermissionDenied
+from sandbox.errors import Conflict, InvalidArgument, PermissionDenied, RuntimeFailure
 from sandbox.runtime import links, netns
 from sandbox.store.containers import ContainerRecord
 from sandbox.store.networks import LAB, NONE, NetworkRecord, NetworkStore
@@ -41,6 +41,11 @@ IDLE_SECONDS = 1.0
 # What ``--network`` accepts besides a network's name or ID, and what it means.
 MODE_ALIASES = {"": NONE, "default": NONE, "bridge": LAB}
 LOCALHOST = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def loopback_hosts(hostname: str) -> str:
+    """The /etc/hosts of a container on no network: its hostname is its loopback."""
+    return f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
 @dataclass
@@ -133,7 +138,9 @@ class Networks:
         self.records = NetworkStore(root)
         self.live: dict[str, LiveNetwork] = {}
         self._bringing_up: dict[str, asyncio.Lock] = {}
-        self._unplugs: set[asyncio.Task[None]] = set()
+        # Interface names being plugged or unplugged, per container: two
+        # connects at once never both pick eth1.
+        self._busy_ifnames: dict[str, set[str]] = {}
         # Netlink requests block in the kernel (see sandbox.runtime.links):
         # one thread of their own, so the event loop never waits on them.
         self._netlink: ThreadPoolExecutor | None = None
@@ -170,23 +177,33 @@ class Networks:
         """Make a network (its bridge comes up when a container first joins it)."""
         return self.records.create(name, subnet, labels, owner)
 
-    def remove(self, ref: str) -> NetworkRecord:
+    def remove(self, ref: str, shown: Callable[[str], bool] = lambda cid: True) -> NetworkRecord:
         """Forget a network nothing runs on.
+
+        ``shown(cid)`` says whether the refusal may name a container (the
+        caller's own); the others are counted.
 
         Raises:
             NetworkNotFound: no such network.
-            PermissionDenied: `lab` and `none` always exist.
-            Conflict: a running container is still on it.
+            PermissionDenied: `lab` and `none` always exist; a running container
+                is still on it (Docker's 403 "has active endpoints").
         """
         record = self.records.find(ref)
         if record.builtin:
             raise PermissionDenied(f"{record.name} is a pre-defined network and cannot be removed")
         live = self.live.get(record.id)
-        if live is not None and live.endpoints:
-            names = ", ".join(sorted(e.name for e in live.endpoints.values()))
-            raise Conflict(
+        lock = self._bringing_up.get(record.id)
+        joining = (live is not None and live.reserved) or (lock is not None and lock.locked())
+        if (live is not None and live.endpoints) or joining:
+            on = list(live.endpoints.values()) if live is not None else []
+            named = sorted(e.name for e in on if shown(e.cid))
+            if len(named) < len(on):
+                named.append(f"{len(on) - len(named)} of other users")
+            on_it = ", ".join(named) or "a container is joining it"
+            raise PermissionDenied(
                 f"error while removing network: network {record.name} id {record.id} has "
-                f"active endpoints ({names}): stop those containers or disconnect them first"
+                f"active endpoints ({on_it}): stop those containers or disconnect them first "
+                f"(`sandbox network disconnect {record.name} CONTAINER`)"
             )
         self.records.delete(record)
         if live is not None:
@@ -222,17 +239,17 @@ class Networks:
         settings: dict[str, Any] = {}
         for key in (given, record.name, record.id):
             settings = endpoints.pop(key, None) or settings
+        if endpoints:
+            raise InvalidArgument(
+                f"endpoint settings for {', '.join(sorted(endpoints))} but the container "
+                f"joins {record.name} only: connect it to other networks after creating it"
+            )
         if record.name == NONE:
             if aliases or settings.get("Aliases"):
                 raise InvalidArgument(
                     "--network-alias needs a network: add --network lab (or another)"
                 )
             return {}
-        if endpoints:
-            raise InvalidArgument(
-                f"endpoint settings for {', '.join(sorted(endpoints))} but the container "
-                f"joins {record.name} only: connect it to other networks after creating it"
-            )
         return {record.name: _endpoint_config(record, settings, aliases)}
 
     # -- run time -------------------------------------------------------------------
@@ -262,6 +279,7 @@ class Networks:
         Raises:
             NetworkNotFound: the network was removed since the container was made.
             Conflict: no free address, or the fixed one is taken.
+            RuntimeFailure: the kernel refused a step (the message names it).
         """
         live = await self._up(self.records.find(name))
         record = live.record
@@ -285,26 +303,42 @@ class Networks:
             raise Conflict(f"container {container.name} is already on network {record.name}")
         settings = container.networks.get(name, {})
         address = live.free_address(settings.get("IPv4Address", ""))
-        ifname = _next_ifname(self._endpoints_of(container.id))
+        busy = self._busy_ifnames.setdefault(container.id, set())
+        ifname = _next_ifname({e.plug.ifname for e in self._endpoints_of(container.id)} | busy)
         live.reserved.add(address)  # others starting meanwhile get other addresses
+        busy.add(ifname)
+        # Our own descriptor of the namespace: the caller's may be closed
+        # (the container exits) while the netlink thread still works in it.
+        own_fd = os.dup(ns_fd)
         try:
             return await self._on_netlink(
-                links.plug, live.bridge, ns_fd, ifname=ifname,
+                links.plug, live.bridge, own_fd, ifname=ifname,
                 host_ifname="veth" + os.urandom(5).hex(),
                 address=address, prefixlen=record.prefixlen, gateway=record.gateway,
                 default_route=ifname == "eth0",
             )  # fmt: skip
+        except OSError as exc:  # NetlinkError too: the kernel's answer, in words
+            raise RuntimeFailure(
+                f"cannot connect container {container.name} to network {record.name}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc}; try again, and if it "
+                "persists see the daemon's log",
+                step="network", errno=exc.errno or 0,
+            ) from exc
         finally:
+            os.close(own_fd)
             live.reserved.discard(address)
+            busy.discard(ifname)
+            if not busy:
+                self._busy_ifnames.pop(container.id, None)
 
-    def release(self, cid: str, name: str | None = None, *, unplug: bool = False) -> list[Endpoint]:
-        """Take a container off its networks (or off ``name``).
+    def release(self, cid: str, name: str | None = None) -> list[Endpoint]:
+        """Take a container off its networks (or off ``name``) in the books.
 
         Its addresses are free at once and the others' /etc/hosts rewritten.
-        With ``unplug`` its veth pairs are removed (in the background): for a
-        container that goes on running. Without, they go with its namespace,
-        which the kernel tears down on its own time: deleting a veth makes the
-        caller wait for an RCU barrier, 10-30 ms of the daemon's event loop.
+        Its veth pairs go with its namespace, which the kernel tears down on
+        its own time once the container has exited (deleting a veth makes the
+        caller wait for an RCU barrier); `disconnect` removes one from a
+        container that goes on running.
         """
         released = []
         for live in list(self.live.values()):
@@ -314,18 +348,32 @@ class Networks:
             if endpoint is None:
                 continue
             released.append(endpoint)
-            if unplug:
-                live.unplugging += 1
-                task = asyncio.get_running_loop().create_task(self._unplug(live, endpoint))
-                self._unplugs.add(task)
-                task.add_done_callback(self._unplugs.discard)
-            else:
-                self._idle_later(live)
+            self._idle_later(live)
             for other in live.endpoints.values():
                 self._write_hosts(other)
         if released and name is not None:
-            self._write_hosts_for(cid)
+            self._write_hosts_for(cid, left=released[0])
         return released
+
+    async def disconnect(self, cid: str, name: str) -> None:
+        """Take a running container off one network, its veth pair removed before returning.
+
+        On the netlink thread: the wait for the kernel's RCU barrier costs
+        this request, not the event loop.
+        """
+        busy = self._busy_ifnames.setdefault(cid, set())
+        for endpoint in self.release(cid, name):
+            live = self.live.get(endpoint.network.id)
+            if live is None:
+                continue
+            live.unplugging += 1
+            busy.add(endpoint.plug.ifname)  # not reused until it is gone
+            try:
+                await self._unplug(live, endpoint)
+            finally:
+                busy.discard(endpoint.plug.ifname)
+        if not busy:
+            self._busy_ifnames.pop(cid, None)
 
     async def _unplug(self, live: LiveNetwork, endpoint: Endpoint) -> None:
         try:
@@ -363,10 +411,13 @@ class Networks:
                     seen.add(other.cid)
                     self._write_hosts(other)
 
-    def _write_hosts_for(self, cid: str) -> None:
+    def _write_hosts_for(self, cid: str, left: Endpoint | None = None) -> None:
+        """Rewrite ``cid``'s /etc/hosts; ``left``: an endpoint it just lost (for its path)."""
         mine = self._endpoints_of(cid)
         if mine:
             self._write_hosts(mine[0])
+        elif left is not None:  # on no network any more: loopback only, no peers
+            write_in_place(left.hosts_path, loopback_hosts(left.hostname))
 
     def _write_hosts(self, endpoint: Endpoint) -> None:
         """One container's /etc/hosts: localhost, itself, then its networks' others."""
@@ -392,8 +443,6 @@ class Networks:
 
     async def close(self) -> None:
         """Bring every bridge down (the engine is ending)."""
-        if self._unplugs:
-            await asyncio.gather(*self._unplugs, return_exceptions=True)
         for nid in list(self.live):
             self._shut(nid)
         if self._netlink is not None:
@@ -429,8 +478,7 @@ def _hostname_ok(name: str) -> bool:
     return 0 < len(name) <= 63 and all(c.isalnum() or c in "-._" for c in name)
 
 
-def _next_ifname(endpoints: list[Endpoint]) -> str:
-    used = {e.plug.ifname for e in endpoints}
+def _next_ifname(used: set[str]) -> str:
     n = 0
     while f"eth{n}" in used:
         n += 1

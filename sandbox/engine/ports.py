@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from sandbox.errors import Conflict, InvalidArgument
+from sandbox.errors import Conflict, InvalidArgument, PermissionDenied, SandboxError
 from sandbox.runtime import netns
 
 log = logging.getLogger("sandboxd")
@@ -67,12 +68,52 @@ def parse_bindings(bindings: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     return result
 
 
+def check_unprivileged(bindings: dict[str, list[dict[str, str]]]) -> None:
+    """Refuse host ports below the kernel's unprivileged start (1024) to a user not root.
+
+    The daemon runs as root: without this, any user of it could have it
+    listen on a port of a service the host has not started yet (25, 631).
+
+    Raises:
+        PermissionDenied: such a port.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            start = int(f.read())
+    except (OSError, ValueError):
+        start = 1024
+    for key, targets in bindings.items():
+        for target in targets:
+            if target["HostPort"] and int(target["HostPort"]) < start:
+                raise PermissionDenied(
+                    f"cannot publish {key} on host port {target['HostPort']}: ports below "
+                    f"{start} are root's; choose a port from {start} up"
+                )
+
+
 def _check_port(text: str, what: str) -> None:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise InvalidArgument(
             f"invalid port {text!r} in {what}: use a number from 1 to 65535 "
             "(ranges are not supported)"
         )
+
+
+class Namespace:
+    """The proxy's own descriptor of a container's network namespace.
+
+    Its own (a dup), so that the engine closing the container's never leaves
+    a connection to be made through a descriptor number reused meanwhile,
+    and closed once: a client accepted after that is simply hung up on.
+    """
+
+    def __init__(self, ns_fd: int) -> None:
+        self.fd: int | None = os.dup(ns_fd)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass
@@ -82,6 +123,7 @@ class Published:
     server: asyncio.Server
     host_port: int
     container_port: int
+    target: Namespace
 
 
 async def publish(ns_fd: int, bindings: dict[str, list[dict[str, str]]]) -> list[Published]:
@@ -91,14 +133,18 @@ async def publish(ns_fd: int, bindings: dict[str, list[dict[str, str]]]) -> list
         Conflict: a host port is taken (nothing stays open then).
     """
     opened: list[Published] = []
+    if not bindings:
+        return opened
+    target = Namespace(ns_fd)
     try:
         for key, targets in bindings.items():
             container_port = int(key.partition("/")[0])
-            for target in targets:
-                wanted = int(target["HostPort"] or 0)
-                opened.append(await _listen(ns_fd, wanted, container_port))
+            for binding in targets:
+                wanted = int(binding["HostPort"] or 0)
+                opened.append(await _listen(target, wanted, container_port))
     except BaseException:
         unpublish(opened)
+        target.close()
         raise
     return opened
 
@@ -107,6 +153,7 @@ def unpublish(published: list[Published]) -> None:
     """Stop listening (connections already made run on until either side closes)."""
     for item in published:
         item.server.close()
+        item.target.close()
 
 
 def settings(published: list[Published]) -> dict[str, list[dict[str, str]]]:
@@ -119,9 +166,9 @@ def settings(published: list[Published]) -> dict[str, list[dict[str, str]]]:
     return result
 
 
-async def _listen(ns_fd: int, host_port: int, container_port: int) -> Published:
+async def _listen(target: Namespace, host_port: int, container_port: int) -> Published:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _relay(ns_fd, container_port, reader, writer)
+        await _relay(target, container_port, reader, writer)
 
     try:
         server = await asyncio.start_server(handle, LOOPBACK, host_port, reuse_address=True)
@@ -134,21 +181,27 @@ async def _listen(ns_fd: int, host_port: int, container_port: int) -> Published:
             ) from None
         raise
     port = server.sockets[0].getsockname()[1]
-    return Published(server, port, container_port)
+    return Published(server, port, container_port, target)
 
 
-async def _relay(ns_fd: int, port: int, reader: asyncio.StreamReader,
+async def _relay(target: Namespace, port: int, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:  # fmt: skip
     """One client: connect inside the container's namespace, copy both ways."""
-    sock = netns.socket_in(ns_fd, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if target.fd is None:  # the container has stopped
+            raise ConnectionRefusedError
+        sock = netns.socket_in(target.fd, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, SandboxError):
+        writer.close()
+        return
     sock.setblocking(False)
     try:
         await asyncio.get_running_loop().sock_connect(sock, (LOOPBACK, port))
+        up_reader, up_writer = await asyncio.open_connection(sock=sock)
     except OSError:  # nothing listens there (yet): the client sees the connection close
         sock.close()
         writer.close()
         return
-    up_reader, up_writer = await asyncio.open_connection(sock=sock)
     try:
         await asyncio.gather(_copy(reader, up_writer), _copy(up_reader, writer))
     finally:

@@ -39,7 +39,13 @@ SYSCTLS = {
 def rtnl(ns_fd: int) -> IPRoute:
     """An rtnetlink handle on the namespace ``ns_fd`` (close it when done)."""
     sock = netns.socket_in(ns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-    return IPRoute(fileno=sock.detach())
+    try:
+        return IPRoute(fileno=sock.fileno())
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        sock.detach()  # the handle owns the descriptor now (or it is closed)
 
 
 def mac_for(address: str) -> str:
@@ -106,6 +112,7 @@ def plug(bridge: Bridge, ns_fd: int, *, host_ifname: str, ifname: str, address: 
     Raises:
         NetlinkError: the kernel refused (the bridge end is removed again).
     """
+    netns.check_foreign(ns_fd)  # the peer end must never land in the host's namespace
     mac = mac_for(address)
     bridge.handle.link(
         "add", ifname=host_ifname, kind="veth", master=bridge.index, state="up",

@@ -21,10 +21,14 @@ import os
 import socket
 from collections.abc import Iterator
 
+from sandbox.errors import RuntimeFailure
 from sandbox.runtime import network
 from sandbox.runtime import syscalls as sc
 
 _SELF = "/proc/thread-self/ns/net"
+# The namespace this process started in (the host's, for a daemon), read at
+# import, before any thread has moved: nothing here ever configures it.
+_HOME = os.stat(_SELF).st_ino
 
 
 def current() -> int:
@@ -38,7 +42,11 @@ def entered(ns_fd: int) -> Iterator[None]:
 
     The block must not await or yield to other code of the same thread: an
     event loop's other tasks would run in the wrong namespace.
+
+    Raises:
+        RuntimeFailure: ``ns_fd`` is the engine's own (the host's) namespace.
     """
+    check_foreign(ns_fd)
     home = current()
     try:
         sc.setns(ns_fd, sc.CLONE_NEWNET)
@@ -62,13 +70,36 @@ def create(sysctls: dict[str, str] | None = None) -> int:
         sc.unshare(sc.CLONE_NEWNET)
         try:
             fd = current()
-            network.loopback_up()
-            _write_sysctls(sysctls or {})
+            try:
+                network.loopback_up()
+                _write_sysctls(sysctls or {})
+            except BaseException:
+                os.close(fd)
+                raise
         finally:
             sc.setns(home, sc.CLONE_NEWNET)
     finally:
         os.close(home)
     return fd
+
+
+def check_foreign(ns_fd: int) -> None:
+    """Refuse ``ns_fd`` if it is the engine's own namespace (the host's).
+
+    Every namespace the engine configures is one it made, or a container's:
+    getting its own here means an fd was closed and its number reused, or a
+    PID was, and the next step would add an interface, an address or a
+    route to the host. Better to fail the one request.
+
+    Raises:
+        RuntimeFailure: it is.
+    """
+    if os.fstat(ns_fd).st_ino == _HOME:
+        raise RuntimeFailure(
+            "refusing to configure the engine's own network namespace (a container's "
+            "was expected, and it has probably just exited): try again",
+            step="network",
+        )
 
 
 def set_sysctls(ns_fd: int, sysctls: dict[str, str]) -> None:

@@ -15,13 +15,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sandbox.errors import Conflict, InvalidArgument, NetworkNotFound
+from sandbox.errors import Conflict, InvalidArgument, NetworkNotFound, PermissionDenied
 from sandbox.store import atomic
 from sandbox.store.containers import check_name
 from sandbox.store.locks import locked
 
 LAB, NONE = "lab", "none"
 BUILTIN = (LAB, NONE)
+# Names --network gives another meaning (``bridge`` is `lab`; ``host`` and
+# ``default`` are modes): a network with one of them could never be reached.
+RESERVED = ("bridge", "host", "default")
 LAB_SUBNET = "10.200.0.0/24"
 # Subnets given to networks created without --subnet: 10.200.1.0/24, ...
 AUTO_POOL = ipaddress.ip_network("10.200.0.0/16")
@@ -157,8 +160,14 @@ class NetworkStore:
 
         Raises:
             InvalidArgument: a bad name or subnet.
+            PermissionDenied: a reserved name.
             Conflict: the name is taken, or the subnet overlaps another network's.
         """
+        if name in RESERVED:
+            raise PermissionDenied(
+                f"{name} is a pre-defined network mode and cannot be a network's name: "
+                "choose another name"
+            )
         try:
             check_name(name)
         except InvalidArgument:

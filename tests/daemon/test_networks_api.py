@@ -397,3 +397,31 @@ def test_networks_are_shared_but_removed_by_their_maker(
     alice.request("POST", f"/v1.44/containers/{cid}/wait")
     assert alice.request("DELETE", f"/v1.44/containers/{cid}")["status"] == 204
     assert alice.request("DELETE", f"/v1.44/networks/{name}")["status"] == 204
+
+
+def test_only_root_publishes_on_privileged_host_ports(
+    client: docker.DockerClient,
+    made: Made,
+    users: dict[str, User],  # noqa: F811
+) -> None:
+    bindings = {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "80"}]}
+    body = {"Image": "base", "Cmd": ["true"], "HostConfig": {"PortBindings": bindings}}
+    before = users["alice"].container_names()
+    refused = users["alice"].request("POST", "/v1.44/containers/create", body)
+    assert refused["status"] == 403
+    assert "ports below 1024 are root's" in refused["json"]["message"]
+    assert users["alice"].container_names() == before
+    # Root may (the container is only made, never started: nothing listens on 80).
+    name = made.name("root-80")
+    made.containers.append(name)
+    reply = client.api.create_container("base", ["true"], name=name,
+                                        host_config=client.api.create_host_config(
+                                            port_bindings={80: ("127.0.0.1", 80)}))  # fmt: skip
+    assert reply["Id"]
+
+
+@pytest.mark.parametrize("name", ["bridge", "host", "default"])
+def test_reserved_names_are_refused(client: docker.DockerClient, name: str) -> None:
+    refused = api_error(lambda: client.networks.create(name))
+    assert refused.status_code == 403
+    assert "pre-defined network mode" in refused.explanation

@@ -180,7 +180,7 @@ def test_a_named_network(kernel: Driver, api: docker.DockerClient) -> None:
     assert cell.status == "error", cell.messages
     assert f"the session's network {name} no longer exists" in cell.reply["evalue"]
     assert "%network none" in cell.reply["evalue"]
-    assert "no longer exists" in ok(kernel, "%network").stdout
+    assert ok(kernel, "%network").stdout == f"{cell.reply['evalue']}\n"  # the same words
     ok(kernel, "%network none")
     ok(kernel, "true")
 
@@ -241,20 +241,37 @@ def test_publish_on_a_free_port(kernel: Driver) -> None:
         ("%%container a b", "give one container name, not 2"),
         ("%%container a --volume x", "unknown option --volume: the only one is -p"),
         ("%%container a -p", "-p needs a port"),
-        ("%%container a -p web", "PORT 'web' is not a port number"),
         ("%%container a -p 1:2:3:4", "-p 1:2:3:4: write -p [127.0.0.1:]HOSTPORT:PORT"),
-        ("%%container a -p 80:99999", "PORT '99999' is not a port number (1 to 65535)"),
-        ("%%container a -p 0.0.0.0:8080:80", "loopback only"),
-        ("%%container a -p 8080:80/udp", "only TCP ports can be published"),
+        ("%%container a -p 8080:", "-p 8080:: write -p [127.0.0.1:]HOSTPORT:PORT"),
     ],
 )
-def test_bad_container_lines(kernel: Driver, api: docker.DockerClient, line: str,
-                             words: str) -> None:  # fmt: skip
+def test_bad_container_lines(kernel: Driver, line: str, words: str) -> None:
+    """Lines that say no one container or no PortBindings: refused before the daemon is asked."""
     message = magic_error(kernel, f"{line}\necho never")
-    assert message.startswith("%%container"), message
-    assert words in message, message
+    assert message.startswith("%%container: "), message
+    assert words in message and "(usage: %%container NAME" in message, message
+
+
+@pytest.mark.parametrize(
+    ("publish", "words"),
+    [
+        ("web", "invalid port 'web'"),
+        ("80:99999", "invalid port '99999'"),
+        ("8000-8010:80", "ranges are not supported"),
+        ("0.0.0.0:8080:80", "loopback only, so only this machine reaches them; "
+                            "write -p 127.0.0.1:8080:80"),
+        ("8080:80/udp", "only TCP ports can be published"),
+    ],
+)  # fmt: skip
+def test_bindings_the_daemon_refuses(kernel: Driver, api: docker.DockerClient, publish: str,
+                                     words: str) -> None:  # fmt: skip
+    """The daemon's words, once, with the magic's name; the container is not made."""
+    web = unique("pub")
+    message = magic_error(kernel, f"%%container {web} -p {publish}\necho never")
+    assert message.startswith(f"%%container {web}: "), message
+    assert words in message and "\n" not in message, message
     with pytest.raises(docker.errors.NotFound):
-        api.containers.get("a")
+        api.containers.get(web)
 
 
 def test_taken_host_port_leaves_no_container(kernel: Driver, api: docker.DockerClient) -> None:

@@ -29,7 +29,7 @@ from sandbox.daemon.params import field, json_reply
 from sandbox.daemon.routes import Route, supervisor
 from sandbox.engine import views
 from sandbox.engine.networks import Endpoint
-from sandbox.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
+from sandbox.errors import InvalidArgument, NotFound, PermissionDenied
 from sandbox.store.networks import NetworkRecord, parse_subnet
 
 LIST_FILTERS = ("name", "id", "driver", "label", "type")
@@ -196,31 +196,13 @@ async def create(request: web.Request) -> web.StreamResponse:
 # -- remove ----------------------------------------------------------------------------
 
 
-def _check_removable(request: web.Request, network: NetworkRecord) -> None:
-    """Refuse (403) a built-in network, someone else's, or one containers run on."""
-    if network.builtin:
-        raise PermissionDenied(f"{network.name} is a pre-defined network and cannot be removed")
-    access.check_network_owner(request, network, "remove")
-    endpoints = supervisor(request).engine.networks.endpoints(network.id)
-    if endpoints:
-        seen = {e.cid: e.name for e in _visible_endpoints(request, network)}
-        names = sorted(seen.values())
-        if len(seen) < len(endpoints):
-            names.append(f"{len(endpoints) - len(seen)} of other users")
-        raise PermissionDenied(
-            f"error while removing network: network {network.name} id {network.id} has "
-            f"active endpoints ({', '.join(names)}): stop those containers or disconnect "
-            f"them first (`sandbox network disconnect {network.name} CONTAINER`)"
-        )
-
-
 def _remove(request: web.Request, network: NetworkRecord) -> None:
+    """Remove a network: 403 for someone else's, a built-in or a busy one (the engine's)."""
     engine = supervisor(request).engine
-    _check_removable(request, network)
-    try:
-        engine.networks.remove(network.id)
-    except Conflict as exc:  # [should never happen] checked just above, with no await
-        raise PermissionDenied(str(exc)) from None
+    if not network.builtin:
+        access.check_network_owner(request, network, "remove")
+    visible = {e.cid for e in _visible_endpoints(request, network)}
+    engine.networks.remove(network.id, shown=visible.__contains__)
     engine.events.network("destroy", network)
 
 
@@ -297,6 +279,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     body = await params.json_body(request)
     container = access.container(request, _container_ref(body))
     aliases, address = _endpoint_config(body)
+    await supervisor(request).settled(container.id)  # not in the middle of its start
     await engine.connect(container.id, network.name, aliases=aliases, address=address)
     return web.Response(status=200)
 
@@ -312,7 +295,8 @@ async def disconnect(request: web.Request) -> web.StreamResponse:
     body = await params.json_body(request)
     container = access.container(request, _container_ref(body))
     field(body, "Force", bool, False)
-    engine.disconnect(container.id, network.name)
+    await supervisor(request).settled(container.id)
+    await engine.disconnect(container.id, network.name)
     return web.Response(status=200)
 
 
