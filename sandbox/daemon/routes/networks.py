@@ -14,7 +14,11 @@ Who may do what (see access.py):
   nobody does. A network some container runs on is not removed (403, as
   Docker answers "has active endpoints").
 - A network's ``Containers`` lists only the containers the caller may see:
-  someone else's container is not there at all, as everywhere else.
+  someone else's container is not there at all, as everywhere else. On the
+  network itself, though, containers meet: each one's /etc/hosts names the
+  others on it, whoever runs them, and they reach each other (that is what
+  a shared network is for; a class that wants its students apart gives
+  each one a network of their own).
 """
 
 from __future__ import annotations
