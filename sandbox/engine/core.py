@@ -31,6 +31,7 @@ from sandbox.errors import (
     ImageNotFound,
     InvalidArgument,
     LayerNotFound,
+    PermissionDenied,
     RuntimeFailure,
     SandboxError,
 )
@@ -605,7 +606,8 @@ class Engine:
 
         Raises:
             NetworkNotFound, ContainerNotFound: no such network or container.
-            Conflict: it is on that network already, or the address is taken.
+            PermissionDenied: it is on that network already.
+            Conflict: the address is taken.
             InvalidArgument: `none`, a bad alias or address.
         """
         record, running = self._record_and_running(ref)
@@ -616,7 +618,10 @@ class Engine:
                 "networks instead (`sandbox network disconnect NETWORK CONTAINER`)"
             )
         if net.name in record.networks:
-            raise Conflict(f"container {record.name} is already connected to network {net.name}")
+            # Docker's 403 (its API reference: "already connected" while running).
+            raise PermissionDenied(
+                f"container {record.name} is already connected to network {net.name}"
+            )
         settings = {"Aliases": aliases or [], "IPAMConfig": {"IPv4Address": address}}
         config = self.networks.resolve(net.name, endpoints={net.name: settings})
         if running is not None:

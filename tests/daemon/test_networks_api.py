@@ -284,7 +284,7 @@ def test_connect_and_disconnect_a_running_container(client: docker.DockerClient,
     assert set(network.attrs["Containers"]) == {container.id, peer.id}
 
     again = api_error(network.connect, container)
-    assert again.status_code == 409 and "already connected" in again.explanation
+    assert again.status_code == 403 and "already connected" in again.explanation
 
     network.disconnect(container)
     assert set(interfaces(container)) == {"lo", "eth0"}
