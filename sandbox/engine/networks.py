@@ -234,17 +234,21 @@ class Networks:
                 "host's network or another container's; use --network lab (or a network "
                 "you made) to reach other containers"
             )
-        record = self.records.find(mode)
+        # Loopback only, the default of every notebook cell: no network record
+        # is read on that path.
+        record = None if mode == NONE else self.records.find(mode)
         endpoints = dict(endpoints or {})
         settings: dict[str, Any] = {}
-        for key in (given, record.name, record.id):
+        keys = (given, NONE) if record is None else (given, record.name, record.id)
+        for key in keys:
             settings = endpoints.pop(key, None) or settings
+        name = NONE if record is None else record.name
         if endpoints:
             raise InvalidArgument(
                 f"endpoint settings for {', '.join(sorted(endpoints))} but the container "
-                f"joins {record.name} only: connect it to other networks after creating it"
+                f"joins {name} only: connect it to other networks after creating it"
             )
-        if record.name == NONE:
+        if record is None or record.name == NONE:
             if aliases or settings.get("Aliases"):
                 raise InvalidArgument(
                     "--network-alias needs a network: add --network lab (or another)"
